@@ -1,0 +1,286 @@
+"""Finding plugin binaries and executing them with the CNI exec protocol.
+
+Owns the `CNI_*` environment, the per-call timeout (the plugin runs in its own process group,
+which is killed whole), the "text file busy" retries, and decoding a failed plugin's output
+into a CNIError the way libcni does.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cnirun.cni import types
+from cnirun.cni.types import go_quote as go_quote  # re-exported: part of this module's API
+from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
+
+log = logging.getLogger(__name__)
+
+# Searched in this order when CNI_PATH is unset (where the reference plugins usually live).
+DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
+
+CNI_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS", "CNI_IFNAME", "CNI_PATH")
+
+
+def plugin_dirs(explicit: str | None = None) -> list[str]:
+    """Plugin directories: an explicit `a:b` list, else `$CNI_PATH`, else the default dirs."""
+    text = explicit if explicit else os.environ.get("CNI_PATH", "")
+    dirs = [d for d in text.split(":") if d]
+    return dirs or list(DEFAULT_PLUGIN_DIRS)
+
+
+def find_in_path(plugin: str, paths: Sequence[str]) -> str:
+    """Find a plugin binary in `paths`, first hit wins; never falls back to `$PATH`.
+
+    A candidate counts if it is a regular file (symlinks followed); the exec bit is not
+    checked here, so a non-executable plugin fails when run, with the exec error.
+
+    Raises:
+        PluginNotFoundError: with libcni's messages.
+    """
+    if plugin == "":
+        raise PluginNotFoundError(types.ERR_UNKNOWN, "no plugin name provided")
+    if "/" in plugin:
+        raise PluginNotFoundError(types.ERR_UNKNOWN, f"invalid plugin name: {plugin}")
+    if not paths:
+        raise PluginNotFoundError(types.ERR_UNKNOWN, "no paths provided")
+    for directory in paths:
+        candidate = os.path.join(directory, plugin)
+        try:
+            if os.path.isfile(candidate):
+                return candidate
+        except OSError:
+            continue
+    listed = " ".join(paths)
+    raise PluginNotFoundError(
+        types.ERR_UNKNOWN, f"failed to find plugin {go_quote(plugin)} in path [{listed}]"
+    )
+
+
+@dataclass(frozen=True)
+class Args:
+    """The six CNI_* variables of one call."""
+
+    command: str
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    cni_args: tuple[tuple[str, str], ...] = ()
+    path: tuple[str, ...] = ()
+
+    def environ(self) -> dict[str, str]:
+        """The CNI_* variables; all six are always set, possibly to ""."""
+        return {
+            "CNI_COMMAND": self.command,
+            "CNI_CONTAINERID": self.container_id,
+            "CNI_NETNS": self.netns,
+            "CNI_ARGS": ";".join(f"{k}={v}" for k, v in self.cni_args),
+            "CNI_IFNAME": self.ifname,
+            "CNI_PATH": ":".join(self.path),
+        }
+
+
+class Exec(Protocol):
+    """The seam between the CNI operations and real processes (tests may fake it)."""
+
+    def find_in_path(self, plugin: str, paths: Sequence[str]) -> str: ...
+
+    def exec_plugin(
+        self, path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None
+    ) -> bytes: ...
+
+
+_UINT64_MAX = 2**64 - 1
+
+
+def _error_field(obj: dict[str, Any], name: str) -> Any:
+    """A field of an error object, matched like Go's decoder: exact key, else any casing."""
+    if name in obj:
+        return obj[name]
+    value = None
+    for key, item in obj.items():
+        if key.lower() == name:
+            value = item
+    return value
+
+
+def decode_failure(stdout: bytes, stderr: bytes, reason: str) -> CNIError:
+    """Turn a failed plugin's output into a CNIError (libcni's `pluginErr`).
+
+    The error JSON on stdout wins; stderr is used only when stdout is empty.
+    """
+    if not stdout:
+        if not stderr:
+            return CNIError(types.ERR_UNKNOWN, f"netplugin failed with no error message: {reason}")
+        text = go_quote(stderr.decode(errors="surrogateescape"))
+        return CNIError(types.ERR_UNKNOWN, f"netplugin failed: {text}: {reason}")
+    try:
+        code, msg, details = _decode_error_object(stdout)
+    except ValueError as e:
+        text = go_quote(stdout.decode(errors="surrogateescape"))
+        return CNIError(
+            types.ERR_UNKNOWN,
+            f"netplugin failed but error parsing its diagnostic message {text}: {e}",
+        )
+    return CNIError(code, msg, details)
+
+
+def _decode_error_object(stdout: bytes) -> tuple[int, str, str]:
+    """Decode `{code, msg, details}` with the rules of Go's typed decode (unknown keys ignored)."""
+    try:
+        obj = json.loads(stdout)
+    except ValueError as e:
+        raise ValueError(types.go_json_error(stdout, e)) from None
+    if obj is None:
+        obj = {}
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"json: cannot unmarshal {types.go_json_kind(obj)} "
+            "into Go value of type types.Error"
+        )
+    code = _error_field(obj, "code")
+    if code is None:
+        code = 0
+    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= _UINT64_MAX:
+        raise ValueError(
+            f"json: cannot unmarshal {types.go_json_kind(code)} "
+            "into Go struct field Error.code of type uint"
+        )
+    texts = []
+    for name in ("msg", "details"):
+        value = _error_field(obj, name)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ValueError(
+                f"json: cannot unmarshal {types.go_json_kind(value)} "
+                f"into Go struct field Error.{name} of type string"
+            )
+        texts.append(value)
+    return code, texts[0], texts[1]
+
+
+class RawExec:
+    """Runs plugin binaries as child processes."""
+
+    # libcni retries "text file busy" up to 6 times, one second apart.
+    busy_tries = 6
+    busy_delay = 1.0
+
+    def find_in_path(self, plugin: str, paths: Sequence[str]) -> str:
+        return find_in_path(plugin, paths)
+
+    def exec_plugin(
+        self, path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None
+    ) -> bytes:
+        """Run one plugin; return its stdout on exit 0, else raise the decoded CNIError."""
+        cni_env = {k: env.get(k, "") for k in CNI_VARS}
+        proc = self._start(path, env, cni_env)
+        started = time.monotonic()
+        try:
+            stdout, stderr = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            log.debug("plugin %s %s timed out after %ss", path, cni_env, timeout)
+            raise PluginTimeoutError(
+                types.ERR_UNKNOWN,
+                f"netplugin {os.path.basename(path)} timed out after {timeout:g}s and was killed",
+            ) from None
+        except BaseException:
+            _kill_group(proc)  # an interrupted runtime must not leave a plugin running
+            raise
+        status = proc.returncode
+        log.debug(
+            "plugin %s %s exited %s in %.3fs%s",
+            path,
+            " ".join(f"{k}={v}" for k, v in cni_env.items()),
+            status,
+            time.monotonic() - started,
+            f"; stderr: {stderr.decode(errors='replace').strip()}" if stderr else "",
+        )
+        if status == 0:
+            if stderr:
+                _forward_stderr(stderr)
+            return stdout
+        reason = f"signal: {_signal_name(-status)}" if status < 0 else f"exit status {status}"
+        raise decode_failure(stdout, stderr, reason)
+
+    def _start(
+        self, path: str, env: Mapping[str, str], cni_env: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
+        for attempt in range(1, self.busy_tries + 1):
+            try:
+                return subprocess.Popen(
+                    [path],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=dict(env),
+                    start_new_session=True,  # its own process group, killed whole on timeout
+                    close_fds=True,
+                )
+            except OSError as e:
+                if e.errno == errno.ETXTBSY and attempt < self.busy_tries:
+                    time.sleep(self.busy_delay)
+                    continue
+                log.debug("plugin %s %s could not start: %s", path, dict(cni_env), e)
+                # Go prints errno texts in lower case ("permission denied").
+                text = os.strerror(e.errno) if e.errno else str(e)
+                reason = f"fork/exec {path}: {text[:1].lower()}{text[1:]}"
+                if e.errno == errno.ETXTBSY:
+                    reason += f" (still busy after {self.busy_tries} tries)"
+                raise decode_failure(b"", b"", reason) from None
+        raise AssertionError("unreachable")
+
+
+def _forward_stderr(data: bytes) -> None:
+    """Copy a successful plugin's stderr to ours (libcni does the same); never fail on it."""
+    try:
+        buffer = getattr(sys.stderr, "buffer", None)
+        if buffer is not None:
+            sys.stderr.flush()
+            buffer.write(data)
+            buffer.flush()
+        else:
+            sys.stderr.write(data.decode(errors="replace"))
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    # Do not wait for the pipes: a grandchild that escaped the group could hold them open.
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+    proc.wait()
+
+
+def _signal_name(number: int) -> str:
+    names = {
+        signal.SIGKILL: "killed",
+        signal.SIGTERM: "terminated",
+        signal.SIGSEGV: "segmentation fault",
+        signal.SIGABRT: "aborted",
+        signal.SIGINT: "interrupt",
+    }
+    try:
+        return names.get(signal.Signals(number), signal.Signals(number).name)
+    except ValueError:
+        return str(number)

@@ -1,0 +1,156 @@
+"""A minimal Docker Engine API client for cnirun's hot path (unix or plain tcp DOCKER_HOST).
+
+Every `cnirun run` needs a handful of requests (create, start, inspect, remove); importing the
+Docker SDK for them would cost ~150 ms of CPU, more than all the rest of cnirun. This speaks
+HTTP/1.1 over a socket directly, one connection per request. The SDK stays in use where its
+weight pays off (image pulls with registry auth, TLS hosts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.parse
+from typing import Any
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+TIMEOUT = 120.0
+
+
+class EngineError(Exception):
+    """An error answer from the engine (status and message), or no answer at all (status 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+def docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def supported() -> bool:
+    """Whether this client can reach DOCKER_HOST (TLS and ssh hosts need the SDK)."""
+    host = docker_host()
+    if os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CONTEXT"):
+        return False
+    return host.startswith(("unix://", "tcp://", "http://"))
+
+
+class Engine:
+    """Requests to the Docker Engine API, version-negotiated on first use."""
+
+    def __init__(self, host: str | None = None) -> None:
+        self.host = host or docker_host()
+        self._prefix: str | None = None
+
+    def _connect(self) -> socket.socket:
+        url = urllib.parse.urlsplit(self.host)
+        try:
+            if url.scheme == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(TIMEOUT)
+                sock.connect(url.path)
+            else:
+                sock = socket.create_connection((url.hostname or "localhost", url.port or 2375))
+                sock.settimeout(TIMEOUT)
+        except OSError as e:
+            raise EngineError(
+                0, f"cannot connect to the Docker daemon at {self.host}: {e.strerror or e}"
+            ) from None
+        return sock
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        raw_body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """Send one request; return the decoded JSON answer (None when empty).
+
+        Raises:
+            EngineError: for any status >= 400, with the engine's message.
+        """
+        if self._prefix is None and path != "/_ping":
+            self._negotiate()
+        target = (self._prefix or "") + path
+        if query:
+            target += "?" + urllib.parse.urlencode(
+                {k: v for k, v in query.items() if v is not None}, doseq=True
+            )
+        payload = raw_body if raw_body is not None else b""
+        if body is not None:
+            payload = json.dumps(body).encode()
+        head = (
+            f"{method} {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: cnirun\r\n"
+            f"Connection: close\r\nContent-Length: {len(payload)}\r\n"
+        )
+        if payload:
+            head += f"Content-Type: {content_type}\r\n"
+        sock = self._connect()
+        try:
+            sock.sendall(head.encode() + b"\r\n" + payload)
+            status, headers, data = _read_response(sock)
+        except OSError as e:
+            raise EngineError(0, f"the Docker daemon at {self.host} did not answer: {e}") from None
+        finally:
+            sock.close()
+        if path == "/_ping":
+            return headers.get("api-version", "")
+        decoded: Any = None
+        if data and headers.get("content-type", "").startswith("application/json"):
+            try:
+                decoded = json.loads(data)
+            except ValueError:
+                # Streaming endpoints send one JSON object per line; keep the last.
+                lines = [ln for ln in data.splitlines() if ln.strip()]
+                decoded = json.loads(lines[-1]) if lines else None
+        if status >= 400:
+            message = decoded.get("message") if isinstance(decoded, dict) else None
+            raise EngineError(status, message or data.decode(errors="replace").strip())
+        return decoded
+
+    def _negotiate(self) -> None:
+        version = str(self.request("GET", "/_ping"))
+        self._prefix = f"/v{version}" if version else ""
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise OSError("connection closed before the response headers")
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    while True:  # Connection: close — read to the end, then undo chunking if used
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        rest = _unchunk(rest)
+    return status, headers, rest
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)

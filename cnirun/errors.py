@@ -1,0 +1,101 @@
+"""The exception tree and exit codes shared by every cnirun module.
+
+Imports only the standard library, so any module (including the pure CNI core) may use it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, unique
+
+
+@unique
+class ExitCode(IntEnum):
+    """Exit statuses, following `docker run`'s convention."""
+
+    SUCCESS = 0
+    FAILURE = 1
+    CNIRUN_ERROR = 125  # cnirun itself (or the Docker daemon) failed
+    CANNOT_INVOKE = 126  # docker: the command could not be invoked
+    NOT_FOUND = 127  # docker: the command was not found
+    CTRL_C = 130
+
+
+class CnirunError(Exception):
+    """Base of every error cnirun raises on purpose; caught once, in the CLI."""
+
+    exit_code: int = ExitCode.CNIRUN_ERROR
+
+
+class ConfigError(CnirunError, ValueError):
+    """Raised when a network configuration cannot be found, read or parsed."""
+
+
+class NoConfigsFoundError(ConfigError):
+    """Raised when a configuration directory holds no network configuration at all."""
+
+
+class NetworkNotFoundError(ConfigError):
+    """Raised when no configuration in the directory has the requested network name."""
+
+
+class UsageError(CnirunError, ValueError):
+    """Raised when the command line is inconsistent or names something invalid."""
+
+
+class CNIError(CnirunError):
+    """A CNI error: the spec's `{code, msg, details}` plus the context it arose in.
+
+    `context` is a prefix such as `plugin type="bridge" failed (add): `, added as the
+    error travels up the layers; `code` survives the wrapping (STATUS relies on it).
+    """
+
+    def __init__(self, code: int, msg: str, details: str = "", context: str = "") -> None:
+        self.code = code
+        self.msg = msg
+        self.details = details
+        self.context = context
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.msg}; {self.details}" if self.details else self.msg
+        return f"{self.context}{text}"
+
+    def wrap(self, prefix: str) -> CNIError:
+        """Return a copy of this error with `prefix` put in front of its message."""
+        return type(self)(self.code, self.msg, self.details, prefix + self.context)
+
+
+class PluginNotFoundError(CNIError):
+    """Raised when a plugin's binary cannot be found in the plugin directories."""
+
+
+class PluginTimeoutError(CNIError):
+    """Raised when a plugin does not finish within the per-call timeout."""
+
+
+class CacheError(CnirunError):
+    """Raised when the result cache cannot be read or written."""
+
+
+class NetnsError(CnirunError):
+    """Raised when a network namespace cannot be created, held, entered or removed."""
+
+
+class DockerRuntimeError(CnirunError):
+    """Raised when the Docker engine refuses or fails a request."""
+
+
+class TeardownError(CnirunError):
+    """Raised when teardown finished but some resources could not be released."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        super().__init__("teardown incomplete: " + "; ".join(failures))
+
+
+class MultiError(CnirunError):
+    """Several independent failures (GC keeps going after errors and reports them all)."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))

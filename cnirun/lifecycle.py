@@ -1,0 +1,415 @@
+"""The main job: infra container -> held netns -> CNI ADD -> workload -> teardown.
+
+The only module that knows all the pieces. Everything is validated before anything is
+created; each step is recorded before it happens, and teardown runs on every exit path
+(normal exit, failure, Ctrl-C, SIGTERM, SIGHUP), ignoring further signals while it works.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from cnirun import netns
+from cnirun.cni.api import CNIConfig
+from cnirun.cni.cache import cache_dir_from_env
+from cnirun.cni.config import (
+    NetworkConfigList,
+    load_default_network,
+    load_network,
+    netconf_dir_from_env,
+)
+from cnirun.cni.invoke import plugin_dirs
+from cnirun.cni.types import Result, RuntimeConf
+from cnirun.docker_runtime import LABEL_ROLE, LABEL_SANDBOX, ROLE_WORKLOAD, Docker, Infra, InfraSpec
+from cnirun.dockerargs import PortMapping, RunArgs
+from cnirun.errors import CnirunError, ExitCode, NoConfigsFoundError, UsageError
+from cnirun.pause import PAUSE_IMAGE
+from cnirun.state import AttachmentRecord, SandboxRecord
+from cnirun.teardown import teardown
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CNI_TIMEOUT = 120.0
+# How long a workload gets to stop after SIGTERM/SIGHUP before it is killed (as `docker stop`).
+STOP_GRACE_SECONDS = float(os.environ.get("CNIRUN_STOP_TIMEOUT", "10"))
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread when a signal arrives during setup (like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@dataclass
+class NetworkPlan:
+    """One network to attach, with what its plugins will be given."""
+
+    net: NetworkConfigList
+    ifname: str
+    capability_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Everything decided and validated before the first side effect."""
+
+    args: RunArgs
+    sandbox_id: str
+    networks: list[NetworkPlan]
+    cni: CNIConfig
+    infra_image: str
+    ports: list[PortMapping]
+
+
+def run(args: RunArgs) -> int:
+    """Run one workload networked by CNI and return its exit status."""
+    if args.docker_network:
+        return _plain_docker(args)
+    plan = make_plan(args)
+    return Session(plan).run()
+
+
+def _docker_cli() -> str:
+    path = shutil.which("docker")
+    if path is None:
+        raise CnirunError("the docker command-line client is not installed (no `docker` in PATH)")
+    return path
+
+
+def _plain_docker(args: RunArgs) -> int:
+    """`--network host|none`: no CNI at all, just Docker."""
+    argv = [_docker_cli(), "run", *args.workload_flags, args.image, *args.command]
+    log.debug("docker: %s", argv)
+    return subprocess.call(argv)
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def make_plan(args: RunArgs) -> Plan:
+    """Load and check every network, plugin and flag; create nothing.
+
+    Raises:
+        CnirunError: for the first problem found, naming the network, file or flag.
+    """
+    directory = netconf_dir_from_env(args.netconf_dir)
+    cni = CNIConfig(
+        plugin_dirs(args.cni_path),
+        cache_dir_from_env(),
+        timeout=args.cni_timeout or DEFAULT_CNI_TIMEOUT,
+    )
+    if args.networks:
+        nets = [load_network(directory, name) for name in args.networks]
+    else:
+        nets = [_default_network(directory, cni)]
+    for net in nets:
+        try:
+            cni.find_plugins(net)
+        except CnirunError as e:
+            raise CnirunError(f"network {net.name} ({net.source or directory}): {e}") from None
+    plans = [NetworkPlan(net, f"eth{index}") for index, net in enumerate(nets)]
+    ports = [_with_host_port(p) for p in args.publish]
+    if ports:
+        target = _first_with_capability(plans, "portMappings", "-p/--publish", "the portmap plugin")
+        target.capability_args["portMappings"] = [p.to_cni() for p in ports]
+    if args.ips:
+        target = _first_with_capability(plans, "ips", "--ip/--ip6", "an IPAM such as host-local")
+        target.capability_args["ips"] = list(args.ips)
+    if args.mac:
+        target = _first_with_capability(
+            plans, "mac", "--mac-address", "the bridge or tuning plugin"
+        )
+        target.capability_args["mac"] = args.mac
+    return Plan(
+        args=args,
+        sandbox_id=uuid.uuid4().hex,
+        networks=plans,
+        cni=cni,
+        infra_image=args.infra_image or PAUSE_IMAGE,
+        ports=ports,
+    )
+
+
+def _default_network(directory: str, cni: CNIConfig) -> NetworkConfigList:
+    try:
+        return load_default_network(directory)
+    except NoConfigsFoundError:
+        from cnirun import defaultnet
+
+        return defaultnet.default_network(directory, cni)
+
+
+def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: str) -> NetworkPlan:
+    for plan in plans:
+        if any(p.capabilities.get(cap) for p in plan.net.plugins):
+            return plan
+    names = ", ".join(p.net.name for p in plans)
+    raise UsageError(
+        f"{flag} needs a network whose plugins accept the {cap!r} capability, "
+        f'and {names} has none: add "capabilities": {{"{cap}": true}} to {hint} '
+        "in its config, or choose another --network"
+    )
+
+
+def _with_host_port(mapping: PortMapping) -> PortMapping:
+    """Docker picks a free host port for `-p 80`; so do we (portmap needs a number)."""
+    if mapping.host_port:
+        return mapping
+    kind = socket.SOCK_STREAM if mapping.protocol == "tcp" else socket.SOCK_DGRAM
+    family = socket.AF_INET6 if ":" in mapping.host_ip else socket.AF_INET
+    with socket.socket(family, kind) as probe:
+        probe.bind((mapping.host_ip, 0))
+        port = probe.getsockname()[1]
+    return PortMapping(mapping.host_ip, port, mapping.container_port, mapping.protocol)
+
+
+# -- the session ------------------------------------------------------------------------------
+
+
+class Session:
+    """One run of the main job, from infra creation to teardown."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.docker = Docker()
+        self.record = SandboxRecord(
+            id=plan.sandbox_id,
+            infra_name=f"cnirun-infra-{plan.sandbox_id}",
+            netns_name=f"cnirun-{plan.sandbox_id}",
+            cache_dir=plan.cni.cache.cache_dir,
+            plugin_dirs=list(plan.cni.plugin_dirs),
+            cni_timeout=plan.cni.timeout or DEFAULT_CNI_TIMEOUT,
+            image=plan.args.image,
+            detach=plan.args.detach,
+            ports=[p.to_cni() for p in plan.ports],
+        )
+        self.mode = "abort"  # what a signal does: abort setup, forward, or be ignored
+        self.signals: list[int] = []
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stop_deadline: float | None = None
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED_SIGNALS}
+        code: int = ExitCode.CNIRUN_ERROR
+        keep = False
+        try:
+            infra = self._setup()
+            code = self._run_workload(infra)
+            keep = self.plan.args.detach and code == 0
+        except Interrupted as e:
+            code = 128 + e.signum
+        except CnirunError as e:
+            from cnirun.cli import report
+
+            report(e)
+            code = e.exit_code
+        finally:
+            self.mode = "ignore"
+            if not keep:
+                failures = teardown(self.record, self.docker)
+                for failure in failures:
+                    print(f"cnirun: warning: teardown: {failure}", file=sys.stderr)
+                if failures:
+                    print(
+                        f"cnirun: warning: sandbox {self.record.id} was not fully removed; "
+                        "run `cnirun gc` to retry",
+                        file=sys.stderr,
+                    )
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return code
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        if self.mode == "abort":
+            self.mode = "ignore"
+            raise Interrupted(signum)
+        if self.mode == "forward" and self.child is not None and self.child.poll() is None:
+            # A terminal's Ctrl-C already reached the docker CLI (same process group).
+            from_terminal = signum == signal.SIGINT and _in_foreground()
+            if not from_terminal:
+                os.kill(self.child.pid, signum)
+            if signum != signal.SIGINT and self.stop_deadline is None:
+                self.stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+            return
+        if self.mode == "ignore":
+            print(
+                f"cnirun: {signal.Signals(signum).name} received: finishing teardown first",
+                file=sys.stderr,
+            )
+
+    def _setup(self) -> Infra:
+        plan, record = self.plan, self.record
+        record.save()
+        self.docker.ensure_infra_image(plan.infra_image)
+        args = plan.args
+        infra = self.docker.create_infra(
+            InfraSpec(
+                sandbox_id=plan.sandbox_id,
+                image=plan.infra_image,
+                hostname=args.hostname,
+                domainname=args.domainname,
+                dns=args.dns,
+                dns_search=args.dns_search,
+                dns_options=args.dns_options,
+                extra_hosts=args.add_hosts,
+            )
+        )
+        record.infra_id, record.hostname = infra.id, infra.hostname
+        record.save()
+        record.netns_path = netns.netns_path(record.netns_name)
+        record.save()
+        netns.hold_netns(f"/proc/{infra.pid}/ns/net", record.netns_name)
+        results: list[Result] = []
+        for network in plan.networks:
+            net = network.net
+            effective = {
+                "cniVersion": net.cni_version,
+                "name": net.name,
+                "plugins": [p.raw for p in net.plugins],
+            }
+            record.attachments.append(
+                AttachmentRecord(
+                    network=net.name,
+                    ifname=network.ifname,
+                    config_b64=_b64(json.dumps(effective).encode()),
+                    source=net.source,
+                    cni_args=[list(pair) for pair in args.cni_args],
+                    capability_args=network.capability_args,
+                )
+            )
+            record.save()
+            rt = RuntimeConf(
+                container_id=record.cni_container_id,
+                netns=record.netns_path,
+                ifname=network.ifname,
+                cni_args=args.cni_args,
+                capability_args=network.capability_args,
+            )
+            try:
+                result = plan.cni.add_network_list(net, rt)
+            except CnirunError as e:
+                raise CnirunError(f"network {net.name}: {e}") from None
+            record.results[net.name] = result.to_json()
+            results.append(result)
+        record.save()
+        _write_hosts(infra, results)
+        if not args.dns:
+            _write_resolv_conf(infra, results)
+        return infra
+
+    def _run_workload(self, infra: Infra) -> int:
+        args = self.plan.args
+        argv = [
+            _docker_cli(),
+            "run",
+            f"--network=container:{infra.id}",
+            "--label",
+            f"{LABEL_SANDBOX}={self.plan.sandbox_id}",
+            "--label",
+            f"{LABEL_ROLE}={ROLE_WORKLOAD}",
+            *args.workload_flags,
+            args.image,
+            *args.command,
+        ]
+        log.debug("docker: %s", " ".join(argv))
+        self.mode = "forward"
+        if self.signals:  # a signal slipped in between setup and here
+            raise Interrupted(self.signals[-1])
+        self.child = subprocess.Popen(argv)
+        code = self._wait(self.child)
+        self.mode = "ignore"
+        if self.signals and not args.detach:
+            self._stop_workload()  # the CLI is gone; make sure the container is too
+        return code
+
+    def _wait(self, child: subprocess.Popen[bytes]) -> int:
+        while True:
+            try:
+                timeout = None
+                if self.stop_deadline is not None:
+                    timeout = max(0.0, self.stop_deadline - time.monotonic())
+                status = child.wait(timeout=timeout)
+                return 128 - status if status < 0 else status
+            except subprocess.TimeoutExpired:
+                log.debug("workload did not stop in %ss; killing it", STOP_GRACE_SECONDS)
+                self._stop_workload()
+                self.stop_deadline = None
+
+    def _stop_workload(self) -> None:
+        for container in self.docker.containers(self.plan.sandbox_id, ROLE_WORKLOAD):
+            if container.get("State") == "running":
+                self.docker.kill(container["Id"])
+
+
+def _in_foreground() -> bool:
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def _write_hosts(infra: Infra, results: list[Result]) -> None:
+    """Map the container's CNI addresses to its hostname in the shared /etc/hosts."""
+    if not infra.hosts_path or not infra.hostname:
+        return
+    names = infra.hostname
+    if infra.domainname:
+        names = f"{infra.hostname}.{infra.domainname} {infra.hostname}"
+    lines = [f"{cidr.split('/')[0]}\t{names}\n" for r in results for cidr in r.addresses()]
+    _append(infra.hosts_path, "".join(lines))
+
+
+def _write_resolv_conf(infra: Infra, results: list[Result]) -> None:
+    """Use the DNS settings a plugin returned, when the user gave no --dns."""
+    dns: dict[str, Any] = {}
+    for result in results:
+        dns = result.data.get("dns") or {}
+        if dns.get("nameservers"):
+            break
+    if not dns.get("nameservers") or not infra.resolv_conf_path:
+        return
+    lines = [f"nameserver {server}" for server in dns["nameservers"]]
+    search = list(dns.get("search", [])) or ([dns["domain"]] if dns.get("domain") else [])
+    if search:
+        lines.append("search " + " ".join(search))
+    if dns.get("options"):
+        lines.append("options " + " ".join(dns["options"]))
+    _replace(infra.resolv_conf_path, "\n".join(lines) + "\n")
+
+
+def _append(path: str, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as e:
+        raise CnirunError(f"cannot update {path}: {e.strerror or e}") from None
+
+
+def _replace(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:  # in place: Docker bind-mounts this inode
+            handle.write(text)
+    except OSError as e:
+        raise CnirunError(f"cannot update {path}: {e.strerror or e}") from None

@@ -1,0 +1,296 @@
+"""`cnirun net`: a cnitool-compatible front end to the CNI core, needing no Go toolchain.
+
+Reads the same inputs as cnitool (NETCONFPATH, CNI_PATH, CNI_ARGS, CAP_ARGS, CNI_IFNAME) and
+the equivalent flags; ADD prints the result JSON, DEL and CHECK print nothing on success.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+
+from cnirun.cli import guarded
+from cnirun.cni import validate
+from cnirun.cni.api import CNIConfig
+from cnirun.cni.cache import cache_dir_from_env
+from cnirun.cni.config import NetworkConfigList, load_network, netconf_dir_from_env
+from cnirun.cni.invoke import plugin_dirs
+from cnirun.cni.types import RuntimeConf
+from cnirun.errors import UsageError
+
+DEFAULT_TIMEOUT = 120.0
+
+app = typer.Typer(
+    help="Run CNI operations on a network namespace, like cnitool.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+NETWORK = typer.Argument(..., help="Network name, as in a config file's `name`.")
+NETNS = typer.Argument(..., help="Network namespace path (or a name in /run/netns).")
+IFNAME = typer.Option(None, "--ifname", help="Interface name [env CNI_IFNAME, default eth0].")
+CONTAINER_ID = typer.Option(
+    None, "--container-id", help="Container ID [default: derived from the netns path, as cnitool]."
+)
+ARGS = typer.Option(None, "--args", help="CNI_ARGS pair K=V (repeatable) [env CNI_ARGS].")
+CAP_ARGS = typer.Option(None, "--cap-args", help="Capability args as JSON [env CAP_ARGS].")
+NETCONF_DIR = typer.Option(None, "--netconf-dir", help="Config dir [env NETCONFPATH].")
+CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [env CNI_PATH].")
+CACHE_DIR = typer.Option(None, "--cache-dir", help="Result cache dir [default /var/lib/cni].")
+TIMEOUT = typer.Option(DEFAULT_TIMEOUT, "--timeout", help="Seconds each plugin call may take.")
+IGNORED_NETNS = typer.Argument(None, help="Ignored (accepted for cnitool compatibility).")
+VALID = typer.Option(
+    None, "--valid", help="An attachment still in use, as CONTAINERID/IFNAME (repeatable)."
+)
+ALL_STALE = typer.Option(
+    False, "--all", help="Treat every cached attachment of NETWORK as stale (like cnitool gc)."
+)
+JSON_OUTPUT = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A loaded network plus the runtime to act on it."""
+
+    cni: CNIConfig
+    net: NetworkConfigList
+
+
+def _target(
+    network: str,
+    netconf_dir: str | None,
+    cni_path: str | None,
+    cache_dir: str | None,
+    timeout: float,
+) -> Target:
+    if timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {timeout:g}")
+    net = load_network(netconf_dir_from_env(netconf_dir), network)
+    cni = CNIConfig(plugin_dirs(cni_path), cache_dir_from_env(cache_dir), timeout=timeout)
+    return Target(cni, net)
+
+
+def resolve_netns(netns: str, must_exist: bool) -> str:
+    """An absolute netns path; a bare name means /run/netns/<name> when that exists."""
+    if "/" not in netns and os.path.exists(os.path.join("/run/netns", netns)):
+        netns = os.path.join("/run/netns", netns)
+    path = os.path.abspath(netns)
+    if must_exist and not os.path.exists(path):
+        raise UsageError(f"network namespace {path} does not exist")
+    return path
+
+
+def cnitool_container_id(netns_path: str) -> str:
+    """cnitool's container ID: `cnitool-` and the first 10 bytes of sha512(netns path), in hex."""
+    return "cnitool-" + hashlib.sha512(netns_path.encode()).hexdigest()[:20]
+
+
+def _runtime(
+    netns: str,
+    must_exist: bool,
+    ifname: str | None,
+    container_id: str | None,
+    args: list[str] | None,
+    cap_args: str | None,
+) -> RuntimeConf:
+    path = resolve_netns(netns, must_exist)
+    if args:
+        cni_args = validate.cni_args_pairs(args)
+    else:
+        cni_args = validate.parse_cni_args(os.environ.get("CNI_ARGS", ""))
+    caps_text = cap_args if cap_args is not None else os.environ.get("CAP_ARGS", "")
+    caps: dict[str, Any] = {}
+    if caps_text:
+        try:
+            caps = json.loads(caps_text)
+        except ValueError as e:
+            raise UsageError(
+                f"capability args (--cap-args / CAP_ARGS) are not valid JSON: {e}"
+            ) from None
+        if not isinstance(caps, dict):
+            raise UsageError("capability args (--cap-args / CAP_ARGS) must be a JSON object")
+    return RuntimeConf(
+        container_id=container_id or cnitool_container_id(path),
+        netns=path,
+        ifname=ifname or os.environ.get("CNI_IFNAME") or "eth0",
+        cni_args=cni_args,
+        capability_args=caps,
+    )
+
+
+def _with_cached_args(target: Target, rt: RuntimeConf) -> RuntimeConf:
+    """Fill in the CNI_ARGS and capability args the attachment was added with, when the
+    caller gives none: plugins such as portmap only undo what their DEL is told about."""
+    if rt.cni_args and rt.capability_args:
+        return rt
+    for entry in target.cni.cache.attachments(rt.container_id):
+        if entry.network_name == target.net.name and entry.ifname == rt.ifname:
+            return dataclasses.replace(
+                rt,
+                cni_args=rt.cni_args or entry.cni_args,
+                capability_args=rt.capability_args or entry.capability_args,
+            )
+    return rt
+
+
+@app.command("add")
+def add(
+    network: str = NETWORK,
+    netns: str = NETNS,
+    ifname: str | None = IFNAME,
+    container_id: str | None = CONTAINER_ID,
+    args: list[str] | None = ARGS,
+    cap_args: str | None = CAP_ARGS,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+    cache_dir: str | None = CACHE_DIR,
+    timeout: float = TIMEOUT,
+) -> None:
+    """ADD the namespace to NETWORK and print the result JSON."""
+
+    def body() -> None:
+        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+        rt = _runtime(netns, True, ifname, container_id, args, cap_args)
+        result = target.cni.add_network_list(target.net, rt)
+        print(json.dumps(result.to_json(), indent=4))
+
+    guarded(body)
+
+
+@app.command("check")
+def check(
+    network: str = NETWORK,
+    netns: str = NETNS,
+    ifname: str | None = IFNAME,
+    container_id: str | None = CONTAINER_ID,
+    args: list[str] | None = ARGS,
+    cap_args: str | None = CAP_ARGS,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+    cache_dir: str | None = CACHE_DIR,
+    timeout: float = TIMEOUT,
+) -> None:
+    """CHECK that the namespace's attachment to NETWORK is as the plugins left it."""
+
+    def body() -> None:
+        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+        rt = _runtime(netns, True, ifname, container_id, args, cap_args)
+        target.cni.check_network_list(target.net, rt)
+
+    guarded(body)
+
+
+@app.command("del")
+def delete(
+    network: str = NETWORK,
+    netns: str = NETNS,
+    ifname: str | None = IFNAME,
+    container_id: str | None = CONTAINER_ID,
+    args: list[str] | None = ARGS,
+    cap_args: str | None = CAP_ARGS,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+    cache_dir: str | None = CACHE_DIR,
+    timeout: float = TIMEOUT,
+) -> None:
+    """DEL the namespace from NETWORK (idempotent; a vanished namespace is fine)."""
+
+    def body() -> None:
+        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+        rt = _runtime(netns, False, ifname, container_id, args, cap_args)
+        target.cni.del_network_list(target.net, _with_cached_args(target, rt))
+
+    guarded(body)
+
+
+@app.command("gc")
+def gc(
+    network: str = NETWORK,
+    netns: str | None = IGNORED_NETNS,
+    valid: list[str] | None = VALID,
+    all_stale: bool = ALL_STALE,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+    cache_dir: str | None = CACHE_DIR,
+    timeout: float = TIMEOUT,
+) -> None:
+    """DEL every cached attachment of NETWORK not listed with --valid, then run plugin GC."""
+
+    def body() -> None:
+        if not valid and not all_stale:
+            raise UsageError(
+                "net gc needs the attachments still in use "
+                "(--valid CONTAINERID/IFNAME, repeatable); "
+                "pass --all to delete every attachment of the network"
+            )
+        if valid and all_stale:
+            raise UsageError("--valid and --all cannot be used together")
+        attachments = []
+        for item in valid or []:
+            cid, sep, ifname = item.partition("/")
+            if not sep or not cid or not ifname:
+                raise UsageError(f'invalid --valid "{item}": expected CONTAINERID/IFNAME')
+            attachments.append((cid, ifname))
+        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+        target.cni.gc_network_list(target.net, attachments)
+
+    guarded(body)
+
+
+@app.command("status")
+def status(
+    network: str = NETWORK,
+    netns: str | None = IGNORED_NETNS,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+    cache_dir: str | None = CACHE_DIR,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Ask NETWORK's plugins whether they are ready for ADD (cniVersion 1.1.0 networks)."""
+
+    def body() -> None:
+        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+        target.cni.status_network_list(target.net)
+
+    guarded(body)
+
+
+@app.command("version")
+def version(
+    network: str = NETWORK,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+    timeout: float = TIMEOUT,
+    as_json: bool = JSON_OUTPUT,
+) -> None:
+    """Show the CNI versions each plugin of NETWORK supports (VERSION)."""
+
+    def body() -> None:
+        target = _target(network, netconf_dir, cni_path, None, timeout)
+        rows = []
+        for plugin in target.net.plugins:
+            info = target.cni.version_info(plugin.type)
+            rows.append({"type": plugin.type, "supportedVersions": list(info.supported_versions)})
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "network": target.net.name,
+                        "cniVersion": target.net.cni_version,
+                        "plugins": rows,
+                    },
+                    indent=4,
+                )
+            )
+            return
+        print(f"network {target.net.name} (cniVersion {target.net.cni_version or '0.1.0'})")
+        for row in rows:
+            print(f"{row['type']}: {', '.join(row['supportedVersions'])}")
+
+    guarded(body)

@@ -1,0 +1,146 @@
+"""Sandbox records: what a run has set up, persisted before each side effect.
+
+One JSON file per sandbox under the state dir (default /var/lib/cnirun/sandboxes), written
+atomically, with enough to undo every step even if cnirun is killed: the infra name, the
+netns holder, and each CNI attachment with its config, args and capability args.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cnirun.errors import CnirunError
+
+DEFAULT_STATE_DIR = "/var/lib/cnirun"
+CNI_ID_PREFIX = "cnirun-"
+
+
+def process_start(pid: int) -> str:
+    """A process's start time in clock ticks since boot ("" if it is gone): with the pid,
+    it identifies the process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def state_dir() -> str:
+    return os.environ.get("CNIRUN_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+@dataclass
+class AttachmentRecord:
+    """One CNI attachment, recorded before its ADD starts."""
+
+    network: str
+    ifname: str
+    config_b64: str  # the network list bytes, so DEL works even if the file changes
+    source: str = ""
+    cni_args: list[list[str]] = field(default_factory=list)
+    capability_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> bytes:
+        return base64.b64decode(self.config_b64)
+
+
+@dataclass
+class SandboxRecord:
+    """Everything needed to find and tear down one sandbox."""
+
+    id: str
+    infra_name: str
+    netns_name: str
+    cache_dir: str
+    plugin_dirs: list[str]
+    cni_timeout: float
+    created: float = field(default_factory=time.time)
+    infra_id: str = ""
+    netns_path: str = ""
+    hostname: str = ""
+    image: str = ""
+    detach: bool = False
+    remove: bool = False  # the workload was started with --rm
+    workload: str = ""
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[AttachmentRecord] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)  # network -> result JSON
+
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_start: str = field(default_factory=lambda: process_start(os.getpid()))
+
+    @property
+    def path(self) -> str:
+        return record_path(self.id)
+
+    @property
+    def cni_container_id(self) -> str:
+        """The CNI container ID; the prefix marks attachments as cnirun's for `gc`."""
+        return CNI_ID_PREFIX + self.id
+
+    def owner_alive(self) -> bool:
+        """Whether the cnirun process that made this record is still running."""
+        return process_start(self.owner_pid) == self.owner_start != ""
+
+    def save(self) -> None:
+        """Write the record atomically (a reader sees the old or the new file, never half)."""
+        directory = os.path.dirname(self.path)
+        data = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, self.path)
+            except BaseException:
+                _unlink(tmp)
+                raise
+        except OSError as e:
+            raise CnirunError(
+                f"cannot write sandbox state {self.path}: {e.strerror or e}"
+            ) from None
+
+    def delete(self) -> None:
+        _unlink(self.path)
+
+
+def record_path(sandbox_id: str) -> str:
+    return os.path.join(state_dir(), "sandboxes", f"{sandbox_id}.json")
+
+
+def load(sandbox_id: str) -> SandboxRecord:
+    """Read one record; raises CnirunError if it is missing or unreadable."""
+    path = record_path(sandbox_id)
+    try:
+        with open(path, "rb") as handle:
+            raw = json.loads(handle.read())
+        attachments = [AttachmentRecord(**a) for a in raw.pop("attachments", [])]
+        return SandboxRecord(**raw, attachments=attachments)
+    except (OSError, ValueError, TypeError) as e:
+        raise CnirunError(f"cannot read sandbox state {path}: {e}") from None
+
+
+def list_ids() -> list[str]:
+    """IDs of every recorded sandbox."""
+    directory = os.path.join(state_dir(), "sandboxes")
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,1 @@
+"""cnirun test suite: unit tests, end-to-end tests and their shared helpers."""

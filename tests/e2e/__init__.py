@@ -1,0 +1,1 @@
+"""End-to-end tests: root, the real CNI plugins in /usr/lib/cni and a Docker engine."""

@@ -1,0 +1,430 @@
+"""End-to-end bad-input tests of `cnirun net`: broken configs, names, dirs and plugins.
+
+Every case must exit 125 with exactly one stderr line (no traceback) naming the file, field or
+plugin at fault, and leave nothing attached; broken plugins sit after a real bridge so the
+rollback of a half-done ADD is exercised against the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_net_plugins import (
+    NETNS_DIR,
+    PLUGIN_DIR,
+    Lab,
+    cnitool_id,
+    iptables_lines,
+    lab_session,
+    ns_has_link,
+    simple_bridge,
+)
+from tests.leakcheck import DEFAULT_IPAM_DIR, assert_no_leaks
+
+pytestmark = pytest.mark.e2e
+
+SPY = """#!/bin/sh
+# Records each call; answers ADD with an empty 1.0.0 result.
+echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> "$SPY_LOG"
+cat > /dev/null
+[ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion":"1.0.0"}'
+exit 0
+"""
+
+
+@pytest.fixture
+def lab(tmp_path: Path, netconf_dir: Path, cache_dir: Path) -> Iterator[Lab]:
+    yield from lab_session(tmp_path, netconf_dir, cache_dir)
+
+
+def plugin(lab: Lab, name: str, on_add: str, mode: int = 0o755) -> str:
+    """Write a shell plugin to <tmp>/bin that runs `on_add` for ADD and succeeds otherwise."""
+    bindir = lab.tmp / "bin"
+    bindir.mkdir(exist_ok=True)
+    path = bindir / name
+    path.write_text(
+        f'#!/bin/sh\ncat > /dev/null\nif [ "$CNI_COMMAND" = ADD ]; then\n{on_add}\nfi\nexit 0\n'
+    )
+    path.chmod(mode)
+    return str(bindir)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 125, nothing on stdout, one `cnirun: error:` line on stderr holding every needle."""
+    assert proc.returncode == 125, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("cnirun: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+# -- configuration and input errors: no plugin may run ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input. `{dir}`, `{tmp}`, `{ns}` and `{tag}` are filled in at run time."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ("add", "spynet", "{ns}")
+    env: dict[str, str] = field(default_factory=dict)
+    expect: tuple[str, ...] = ()
+    cache: bool = True
+
+
+GOOD = '{"cniVersion":"1.0.0","name":"spynet","plugins":[{"type":"spy"}]}'
+
+
+def conflist(**top: object) -> str:
+    base: dict[str, object] = {"cniVersion": "1.0.0", "name": "spynet"}
+    base["plugins"] = [{"type": "spy"}]
+    base.update(top)
+    return json.dumps(base)
+
+
+CASES: dict[str, Case] = {
+    "truncated-json": Case(
+        files={"10-n.conflist": GOOD[:-2]},
+        expect=("{dir}/10-n.conflist", "unexpected end of JSON input"),
+    ),
+    "truncated-json-mid-string": Case(
+        files={"10-n.conflist": GOOD[:40]},
+        expect=("{dir}/10-n.conflist", "error parsing configuration list"),
+    ),
+    "malformed-json": Case(
+        files={"10-n.conflist": '{"name": "spynet", plugins: []}'},
+        expect=("{dir}/10-n.conflist", "error parsing configuration list"),
+    ),
+    "broken-file-of-another-network": Case(
+        files={"00-other.conflist": "{", "50-n.conflist": GOOD},
+        expect=("{dir}/00-other.conflist", "unexpected end of JSON input"),
+    ),
+    "malformed-single-conf": Case(
+        files={"10-n.conf": '{"name": "spynet", "type": spy}'},
+        expect=("{dir}/10-n.conf", "error parsing configuration"),
+    ),
+    "missing-name": Case(
+        files={"10-n.conflist": '{"cniVersion":"1.0.0","plugins":[{"type":"spy"}]}'},
+        expect=("{dir}/10-n.conflist", "no name"),
+    ),
+    "name-not-a-string": Case(
+        files={"10-n.conflist": conflist(name=5)},
+        expect=("{dir}/10-n.conflist", "invalid name type float64"),
+    ),
+    "cniversion-not-a-string": Case(
+        files={"10-n.conflist": conflist(cniVersion=1.0)},
+        expect=("{dir}/10-n.conflist", "invalid cniVersion type float64"),
+    ),
+    "plugins-not-a-list": Case(
+        files={"10-n.conflist": conflist(plugins="spy")},
+        expect=("{dir}/10-n.conflist", "invalid 'plugins' type string"),
+    ),
+    "plugins-empty": Case(
+        files={"10-n.conflist": conflist(plugins=[])},
+        expect=("{dir}/10-n.conflist", "no plugins in list"),
+    ),
+    "plugin-missing-type": Case(
+        files={"10-n.conflist": conflist(plugins=[{"type": "spy"}, {"mtu": 1}])},
+        expect=("{dir}/10-n.conflist", "plugin config 1", "missing 'type'"),
+    ),
+    "plugin-type-not-a-string": Case(
+        files={"10-n.conflist": conflist(plugins=[{"type": 7}])},
+        expect=("{dir}/10-n.conflist", "plugin config 0", "type"),
+    ),
+    "capability-not-a-bool": Case(
+        files={"10-n.conflist": conflist(plugins=[{"type": "spy", "capabilities": {"mac": 1}}])},
+        expect=("{dir}/10-n.conflist", "capabilities.mac"),
+    ),
+    "ipam-not-an-object": Case(
+        files={"10-n.conflist": conflist(plugins=[{"type": "spy", "ipam": "host-local"}])},
+        expect=("{dir}/10-n.conflist", "ipam"),
+    ),
+    "dns-nameservers-not-a-list": Case(
+        files={"10-n.conflist": conflist(plugins=[{"type": "spy", "dns": {"nameservers": "x"}}])},
+        expect=("{dir}/10-n.conflist", "dns.nameservers"),
+    ),
+    "disablecheck-bad-value": Case(
+        files={"10-n.conflist": conflist(disableCheck="yes")},
+        expect=("{dir}/10-n.conflist", 'invalid value "yes" for disableCheck'),
+    ),
+    "no-config-dir": Case(
+        env={"NETCONFPATH": "{tmp}/missing.d"},
+        expect=("no net configurations found in {tmp}/missing.d",),
+    ),
+    "unknown-network": Case(
+        files={"10-n.conflist": GOOD},
+        args=("add", "nonet{tag}", "{ns}"),
+        expect=('no net configuration with name "nonet{tag}" in {dir}',),
+    ),
+    "invalid-network-name-conf": Case(
+        files={"10-n.conf": '{"cniVersion":"1.0.0","name":"bad net","type":"spy"}'},
+        args=("add", "bad net", "{ns}"),
+        expect=("invalid characters found in network name", "bad net"),
+    ),
+    "network-name-escaping-dir": Case(
+        files={"10-n.conflist": conflist(name="../evil")},
+        args=("add", "../evil", "{ns}"),
+        expect=("invalid characters found in network name", "../evil"),
+    ),
+    "invalid-container-id": Case(
+        args=("add", "spynet", "{ns}", "--container-id", "bad%id"),
+        expect=("invalid characters in containerID", "bad%id"),
+    ),
+    "invalid-ifname-slash": Case(
+        args=("add", "spynet", "{ns}", "--ifname", "a/b"),
+        expect=("interface name contains / or : or whitespace characters",),
+    ),
+    "invalid-ifname-too-long": Case(
+        args=("add", "spynet", "{ns}", "--ifname", "abcdefghijklmnop"),
+        expect=("interface name is too long",),
+    ),
+    "invalid-ifname-dotdot": Case(
+        args=("add", "spynet", "{ns}", "--ifname", ".."),
+        expect=("interface name is . or ..",),
+    ),
+    "invalid-cni-ifname-env": Case(
+        env={"CNI_IFNAME": "a b"},
+        expect=("interface name contains / or : or whitespace characters",),
+    ),
+    "bad-args-flag": Case(
+        args=("add", "spynet", "{ns}", "--args", "IgnoreUnknown"),
+        expect=('invalid CNI_ARGS pair "IgnoreUnknown"',),
+    ),
+    "bad-cni-args-env": Case(
+        env={"CNI_ARGS": "IgnoreUnknown=1;IP="},
+        expect=('invalid CNI_ARGS pair "IP="',),
+    ),
+    "cap-args-not-json": Case(
+        args=("add", "spynet", "{ns}", "--cap-args", '{"portMappings": ['),
+        expect=("--cap-args / CAP_ARGS", "not valid JSON"),
+    ),
+    "cap-args-env-not-an-object": Case(
+        env={"CAP_ARGS": "[1, 2]"},
+        expect=("--cap-args / CAP_ARGS", "must be a JSON object"),
+    ),
+    "netns-missing": Case(
+        args=("add", "spynet", "/run/netns/cnirun-missing-{tag}"),
+        expect=("/run/netns/cnirun-missing-{tag}", "does not exist"),
+    ),
+    "check-netns-missing": Case(
+        args=("check", "spynet", "/run/netns/cnirun-missing-{tag}"),
+        expect=("/run/netns/cnirun-missing-{tag}", "does not exist"),
+    ),
+    "timeout-not-positive": Case(
+        args=("add", "spynet", "{ns}", "--timeout", "0"),
+        expect=("--timeout",),
+    ),
+    "unknown-plugin": Case(
+        files={"10-n.conflist": conflist(plugins=[{"type": "nosuch{tag}"}])},
+        expect=('plugin type="nosuch{tag}" failed (add)', 'failed to find plugin "nosuch{tag}"'),
+    ),
+    "plugin-type-with-slash": Case(
+        files={"10-n.conflist": conflist(plugins=[{"type": "../bin/spy"}])},
+        expect=('type="../bin/spy"', "invalid plugin name"),
+    ),
+    "cache-dir-under-a-file": Case(
+        args=("add", "spynet", "{ns}", "--cache-dir", "{tmp}/afile/cache"),
+        expect=("{tmp}/afile/cache",),
+        cache=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(lab: Lab, name: str) -> None:
+    case = CASES[name]
+    netns = lab.netns()
+    spy_log = lab.tmp / "spy.log"
+    bindir = lab.tmp / "bin"
+    bindir.mkdir()
+    (bindir / "spy").write_text(SPY)
+    (bindir / "spy").chmod(0o755)
+    (lab.tmp / "afile").write_text("a regular file, not a directory\n")
+    values = {"dir": str(lab.netconf_dir), "tmp": str(lab.tmp), "ns": netns, "tag": lab.tag}
+
+    def fill(text: str) -> str:
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", value)
+        return text
+
+    for filename, text in (case.files or {"10-n.conflist": GOOD}).items():
+        lab.write(filename, fill(text))
+    env = lab.env(CNI_PATH=str(bindir), SPY_LOG=str(spy_log))
+    env.update({k: fill(v) for k, v in case.env.items()})
+    lab.container_ids.append(cnitool_id(f"{NETNS_DIR}/{netns}"))
+
+    proc = lab.net(*map(fill, case.args), env=env, cache=case.cache)
+
+    assert_one_line_error(proc, *map(fill, case.expect))
+    calls = spy_log.read_text().splitlines() if spy_log.exists() else []
+    assert not [c for c in calls if c.startswith("ADD ")], f"a plugin ran ADD: {calls}"
+    results = lab.cache_dir / "results"
+    assert not results.exists() or not any(results.iterdir())
+    assert not (lab.tmp / "afile" / "cache").exists()
+
+
+def test_debug_shows_the_traceback(lab: Lab) -> None:
+    """--debug is the one way to get a traceback; the last line is still the error."""
+    netns = lab.netns()
+    lab.write("10-n.conflist", GOOD[:40])
+    proc = lab.net("add", "spynet", netns, debug=True)
+    assert proc.returncode == 125
+    assert "Traceback" in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("cnirun: error: ") and "10-n.conflist" in last
+
+
+# -- broken plugins after a real bridge: the half-done ADD must be rolled back -----------------
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A plugin that fails on ADD; `script` is its ADD body, `expect` what stderr must say."""
+
+    script: str
+    expect: tuple[str, ...]
+    mode: int = 0o755
+    timeout: str = "20"
+
+
+BROKEN: dict[str, Broken] = {
+    "hangs": Broken(
+        # A grandchild holds stdout open too: the whole process group must be killed.
+        script='"$(dirname "$0")/snooze{tag}" 300 & "$(dirname "$0")/snooze{tag}" 300',
+        expect=("timed out after 1s",),
+        timeout="1",
+    ),
+    "crashes": Broken(
+        script='echo "boom{tag}: cannot frobnicate" >&2; exit 2',
+        expect=('netplugin failed: "boom{tag}: cannot frobnicate\\n": exit status 2',),
+    ),
+    "dies-by-signal": Broken(
+        script="kill -SEGV $$",
+        expect=("signal: segmentation fault",),
+    ),
+    "prints-garbage-exit-0": Broken(
+        script="echo 'this is not JSON {tag}'",
+        expect=("failed to unmarshal raw result",),
+    ),
+    "prints-garbage-exit-1": Broken(
+        script="echo '<html>oops{tag}</html>'; exit 1",
+        expect=("error parsing its diagnostic message", "oops{tag}"),
+    ),
+    "error-json": Broken(
+        script='echo \'{{"code":7,"msg":"Invalid Configuration","details":"{tag}"}}\'; exit 1',
+        expect=("Invalid Configuration; {tag}",),
+    ),
+    "not-executable": Broken(
+        script="exit 0",
+        expect=("permission denied",),
+        mode=0o644,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_broken_plugin_after_bridge(lab: Lab, name: str) -> None:
+    broken = BROKEN[name]
+    ptype = f"bad{lab.tag}"
+    bindir = plugin(lab, ptype, broken.script.format(tag=lab.tag), broken.mode)
+    os.symlink("/bin/sleep", f"{bindir}/snooze{lab.tag}")
+    network, bridge, netns = lab.network(), lab.bridge(), lab.netns()
+    conf = simple_bridge(lab, network, bridge)
+    conf["plugins"].append({"type": ptype})
+    lab.write("10-b.conflist", conf)
+    path = f"{NETNS_DIR}/{netns}"
+    cid = cnitool_id(path)
+    lab.container_ids.append(cid)
+    env = lab.env(CNI_PATH=f"{bindir}:{PLUGIN_DIR}")
+
+    started = time.monotonic()
+    proc = lab.net("add", network, path, "--timeout", broken.timeout, env=env)
+    elapsed = time.monotonic() - started
+
+    expect = [e.format(tag=lab.tag) for e in broken.expect]
+    assert_one_line_error(proc, f'plugin type="{ptype}" failed (add)', *expect)
+    if name == "hangs":
+        assert elapsed < 8, f"a 1s timeout took {elapsed:.1f}s"
+        assert_gone(f"snooze{lab.tag}")
+    assert_nothing_attached(lab, netns, cid, network, bridge)
+
+
+def test_unknown_plugin_after_bridge(lab: Lab) -> None:
+    """A chain whose second plugin does not exist must not leave the bridge's work behind."""
+    network, bridge, netns = lab.network(), lab.bridge(), lab.netns()
+    conf = simple_bridge(lab, network, bridge)
+    conf["plugins"].append({"type": f"nosuch{lab.tag}"})
+    lab.write("10-u.conflist", conf)
+    path = f"{NETNS_DIR}/{netns}"
+    cid = cnitool_id(path)
+    lab.container_ids.append(cid)
+
+    proc = lab.net("add", network, path)
+
+    assert_one_line_error(proc, f'failed to find plugin "nosuch{lab.tag}"')
+    assert_nothing_attached(lab, netns, cid, network, bridge)
+
+
+def test_cache_write_failure_rolls_back(lab: Lab) -> None:
+    """The plugins succeed but the result cannot be cached: ADD is undone, error names the path."""
+    network, bridge, netns = lab.network(), lab.bridge(), lab.netns()
+    lab.write("10-c.conflist", simple_bridge(lab, network, bridge))
+    (lab.cache_dir / "results").write_text("not a directory\n")
+    path = f"{NETNS_DIR}/{netns}"
+    cid = cnitool_id(path)
+    lab.container_ids.append(cid)
+
+    proc = lab.net("add", network, path)
+
+    assert_one_line_error(
+        proc, f'failed to set network "{network}" cached result', str(lab.cache_dir / "results")
+    )
+    assert_nothing_attached(lab, netns, cid, network, bridge)
+    (lab.cache_dir / "results").unlink()
+
+
+def assert_gone(marker: str, within: float = 3.0) -> None:
+    """No live (non-zombie) process has `marker` in its command line, once SIGKILL landed."""
+    deadline = time.monotonic() + within
+    while True:
+        ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True)
+        alive = [ln for ln in ps.stdout.splitlines() if marker in ln and not ln.startswith("Z")]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert alive == [], f"plugin processes survived the timeout: {alive}"
+
+
+def assert_nothing_attached(lab: Lab, netns: str, cid: str, network: str, bridge: str) -> None:
+    """No interface in the netns, no reservation, rule, cache file or bridge port for `cid`."""
+    assert not ns_has_link(netns, "eth0"), "the bridge's veth was left in the netns"
+    ipam = Path(DEFAULT_IPAM_DIR) / network
+    held = [p.name for p in ipam.glob("*") if p.is_file() and cid in p.read_text()]
+    assert held == [], f"host-local still holds {held} for {cid}"
+    assert iptables_lines(cid) == []
+    results = lab.cache_dir / "results"
+    if results.is_dir():
+        assert not list(results.glob(f"*-{cid}-*"))
+    assert_no_leaks([cid], bridges=[bridge], cache_dir=lab.cache_dir)
+
+
+def test_unreadable_netconf_file_is_named(lab: Lab) -> None:
+    """A config file that cannot be read (a dangling symlink) is named in the error."""
+    netns = lab.netns()
+    (lab.netconf_dir / "10-n.conflist").symlink_to(lab.tmp / "gone.conflist")
+    proc = lab.net("add", "spynet", netns)
+    assert_one_line_error(proc, f"{lab.netconf_dir}/10-n.conflist")
+    assert stat.S_ISLNK(os.lstat(lab.netconf_dir / "10-n.conflist").st_mode)

@@ -1,0 +1,1 @@
+"""Unit tests: no root, no Docker engine, no real CNI plugins."""
