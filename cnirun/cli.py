@@ -110,10 +110,13 @@ def run_command() -> None:
 
 
 def _register_subcommands() -> None:
-    from cnirun import netcmd, sandboxcmd
+    from cnirun import doctor, netcmd, networkcmd, privnet, sandboxcmd
 
     app.add_typer(netcmd.app, name="net")
     sandboxcmd.register(app)
+    app.add_typer(networkcmd.app, name="network")
+    app.command("priv-net-run", context_settings=privnet.CONTEXT)(privnet.command)
+    app.command("doctor")(doctor.command)
 
 
 _register_subcommands()

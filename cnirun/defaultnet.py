@@ -78,6 +78,11 @@ EXTRA_PLUGINS = {
 _noticed: set[str] = set()
 
 
+def warn(message: str) -> None:
+    """A one-line warning for the user on stderr (not a log record: always shown)."""
+    print(f"cnirun: warning: {message}", file=sys.stderr, flush=True)
+
+
 # -- markers and lookup ---------------------------------------------------------------------
 
 
@@ -161,9 +166,14 @@ def load_network_or_default(netconf_dir: str, name: str, cni: CNIConfig) -> Netw
     """`load_network`, except that the built-in default's name works before it was generated."""
     try:
         return load_network(netconf_dir, name)
-    except (NetworkNotFoundError, NoConfigsFoundError):
+    except NetworkNotFoundError:
         if name != _default_name() or find_builtin_default(netconf_dir) is not None:
             raise
+    except NoConfigsFoundError:
+        if name != _default_name():
+            raise NoConfigsFoundError(
+                f'no network named "{name}": no net configurations found in {netconf_dir}'
+            ) from None
     return default_network(netconf_dir, cni)
 
 
@@ -396,10 +406,9 @@ def available_plugins(cni: CNIConfig, driver: str) -> list[str]:
         except CNIError:
             skipped.append(extra)
     if skipped:
-        log.warning(
-            "plugin(s) %s not found in %s; the network is created without them",
-            ", ".join(skipped),
-            ":".join(cni.plugin_dirs),
+        warn(
+            f"plugin(s) {', '.join(skipped)} not found in {':'.join(cni.plugin_dirs)}; "
+            "the network is created without them"
         )
     return chain
 

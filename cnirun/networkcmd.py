@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import typer
 
 from cnirun import defaultnet
-from cnirun.cli import guarded
 from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.cache import CacheEntry, ResultCache, cache_dir_from_env
@@ -151,13 +151,14 @@ def _ranges(req: CreateRequest, subnets: list[IPNetwork]) -> list[IPRange]:
     out = []
     for subnet in subnets:
         gw = gateways.get(subnet, defaultnet.gateway(subnet))
-        start = end = None
-        rng = ip_ranges.get(subnet)
-        if rng is not None:
+        start: Any = None
+        end: Any = None
+        chosen = ip_ranges.get(subnet)
+        if chosen is not None:
             # Keep host-local inside the subnet's usable addresses.
-            start = max(rng.network_address, subnet.network_address + 1)
+            start = max(chosen.network_address, subnet.network_address + 1)
             top = subnet.broadcast_address - 1 if subnet.version == 4 else subnet.broadcast_address
-            end = min(rng.broadcast_address, top)
+            end = min(chosen.broadcast_address, top)
         out.append(IPRange(subnet, gw, start, end))
     return out
 
@@ -201,7 +202,7 @@ def _choose_subnets(req: CreateRequest, used: list[UsedSubnet]) -> list[IPNetwor
     subnets = [defaultnet.parse_subnet(s) for s in req.subnets]
     for index, subnet in enumerate(subnets):
         for other in subnets[:index]:
-            if other.version == subnet.version and other.overlaps(subnet):  # type: ignore[arg-type]
+            if other.version == subnet.version and other.overlaps(subnet):
                 raise UsageError(f"--subnet {subnet} overlaps --subnet {other}")
         clash = defaultnet.overlapping(subnet, [u for u in used if u.where.startswith("network")])
         if clash is not None:
@@ -209,7 +210,7 @@ def _choose_subnets(req: CreateRequest, used: list[UsedSubnet]) -> list[IPNetwor
         # Bridged and routed networks must not shadow a host route; macvlan/ipvlan sit on one.
         clash = defaultnet.overlapping(subnet, [u for u in used if u.where.startswith("route")])
         if clash is not None and req.driver in ("bridge", "ptp"):
-            log.warning("subnet %s overlaps the host's %s (%s)", subnet, clash.where, clash.net)
+            defaultnet.warn(f"subnet {subnet} overlaps the host's {clash.where} ({clash.net})")
     return subnets
 
 
@@ -323,7 +324,7 @@ def inspect_network(netconf_dir: str, cni: CNIConfig, name: str) -> dict[str, An
     """The network's summary, its plugins with their versions, live attachments and config."""
     net = find_network(netconf_dir, name)
     out = _summary(net, default_choice(netconf_dir))
-    plugins = []
+    plugins: list[dict[str, Any]] = []
     for plugin in net.plugins:
         plugins.append(_plugin_info(cni, plugin.type, "main" if not plugins else "chained"))
         ipam = plugin.raw.get("ipam")
@@ -374,8 +375,10 @@ def _cleanup_host_state(netconf_dir: str, net: NetworkConfigList) -> None:
     bridge = first.get("bridge") if first.get("type") == "bridge" else None
     if isinstance(bridge, str) and bridge and not _bridge_still_configured(netconf_dir, bridge):
         _delete_idle_bridge(bridge)
-    ipam = first.get("ipam") if isinstance(first.get("ipam"), dict) else {}
-    data_dir = ipam.get("dataDir") if isinstance(ipam.get("dataDir"), str) else DEFAULT_IPAM_DIR
+    ipam = first.get("ipam")
+    data_dir = ipam.get("dataDir") if isinstance(ipam, dict) else None
+    if not isinstance(data_dir, str) or not data_dir:
+        data_dir = DEFAULT_IPAM_DIR
     state = os.path.join(data_dir, net.name)
     with contextlib.suppress(OSError):
         leftovers = os.listdir(state)
@@ -407,7 +410,7 @@ def _delete_idle_bridge(bridge: str) -> None:
             ipr.link("del", ifname=bridge)
         log.debug("deleted idle bridge %s", bridge)
     except Exception as e:  # pyroute2 raises its own NetlinkError; the file is gone either way
-        log.warning("could not delete bridge %s: %s", bridge, e)
+        defaultnet.warn(f"could not delete bridge {bridge}: {e}")
 
 
 # -- the typer commands ---------------------------------------------------------------------
@@ -420,6 +423,35 @@ app = typer.Typer(
 
 NETCONF_DIR = typer.Option(None, "--netconf-dir", help="Config dir [env NETCONFPATH].")
 CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [env CNI_PATH].")
+NAME = typer.Argument(..., help="Network name (also the file name, NAME.conflist).")
+NAMES = typer.Argument(..., help="Network name(s).")
+DRIVER = typer.Option("bridge", "--driver", "-d", help="bridge, ptp, macvlan or ipvlan.")
+SUBNET = typer.Option(
+    None, "--subnet", help="Subnet CIDR (repeatable) [default: a free /24 of 10.78.0.0/15]."
+)
+GATEWAY = typer.Option(None, "--gateway", help="Gateway of a subnet (repeatable).")
+IP_RANGE = typer.Option(
+    None, "--ip-range", help="Allocate container addresses only from this CIDR (repeatable)."
+)
+PARENT = typer.Option(None, "--parent", help="Host interface (macvlan, ipvlan).")
+BRIDGE = typer.Option(None, "--bridge", help="Bridge device name [default: cni-<hash of NAME>].")
+INTERNAL = typer.Option(
+    False, "--internal", help="No gateway, masquerade, default route or port mapping."
+)
+LABEL = typer.Option(None, "--label", help="KEY=VALUE (repeatable).")
+CNI_VERSION = typer.Option(
+    None, "--cni-version", help="[default: the newest all its plugins support]"
+)
+FORMAT = typer.Option("table", "--format", help="table or json.")
+FORCE = typer.Option(
+    False, "--force", "-f", help="Also remove files cnirun did not create, or in use."
+)
+
+def _guarded(body: Callable[[], None]) -> None:
+    # Imported here: cnirun.cli imports this module while it registers its commands.
+    from cnirun.cli import guarded
+
+    guarded(body)
 
 
 def _cni(cni_path: str | None) -> CNIConfig:
@@ -428,26 +460,16 @@ def _cni(cni_path: str | None) -> CNIConfig:
 
 @app.command("create")
 def create(
-    name: str = typer.Argument(..., help="Network name (also the file name, NAME.conflist)."),
-    driver: str = typer.Option("bridge", "--driver", "-d", help="bridge, ptp, macvlan or ipvlan."),
-    subnet: list[str] = typer.Option(
-        [], "--subnet", help="Subnet CIDR (repeatable) [default: a free /24 of 10.78.0.0/15]."
-    ),
-    gateway: list[str] = typer.Option([], "--gateway", help="Gateway of a subnet (repeatable)."),
-    ip_range: list[str] = typer.Option(
-        [], "--ip-range", help="Allocate container addresses only from this CIDR (repeatable)."
-    ),
-    parent: str | None = typer.Option(None, "--parent", help="Host interface (macvlan, ipvlan)."),
-    bridge: str | None = typer.Option(
-        None, "--bridge", help="Bridge device name [default: cni-<hash of NAME>]."
-    ),
-    internal: bool = typer.Option(
-        False, "--internal", help="No gateway, masquerade, default route or port mapping."
-    ),
-    label: list[str] = typer.Option([], "--label", help="KEY=VALUE (repeatable)."),
-    cni_version: str | None = typer.Option(
-        None, "--cni-version", help="[default: the newest all its plugins support]"
-    ),
+    name: str = NAME,
+    driver: str = DRIVER,
+    subnet: list[str] | None = SUBNET,
+    gateway: list[str] | None = GATEWAY,
+    ip_range: list[str] | None = IP_RANGE,
+    parent: str | None = PARENT,
+    bridge: str | None = BRIDGE,
+    internal: bool = INTERNAL,
+    label: list[str] | None = LABEL,
+    cni_version: str | None = CNI_VERSION,
     netconf_dir: str | None = NETCONF_DIR,
     cni_path: str | None = CNI_PATH,
 ) -> None:
@@ -457,24 +479,24 @@ def create(
         req = CreateRequest(
             name=name,
             driver=driver,
-            subnets=subnet,
-            gateways=gateway,
-            ip_ranges=ip_range,
+            subnets=subnet or [],
+            gateways=gateway or [],
+            ip_ranges=ip_range or [],
             parent=parent,
             bridge=bridge,
             internal=internal,
-            labels=label,
+            labels=label or [],
             cni_version=cni_version,
         )
         create_network(netconf_dir_from_env(netconf_dir), _cni(cni_path), req)
         print(name)
 
-    guarded(body)
+    _guarded(body)
 
 
 @app.command("ls")
 def ls(
-    output: str = typer.Option("table", "--format", help="table or json."),
+    output: str = FORMAT,
     netconf_dir: str | None = NETCONF_DIR,
 ) -> None:
     """List the networks of the config dir (files that do not load are reported on stderr)."""
@@ -505,12 +527,12 @@ def ls(
         for r in table:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
-    guarded(body)
+    _guarded(body)
 
 
 @app.command("inspect")
 def inspect(
-    names: list[str] = typer.Argument(..., help="Network name(s)."),
+    names: list[str] = NAMES,
     netconf_dir: str | None = NETCONF_DIR,
     cni_path: str | None = CNI_PATH,
 ) -> None:
@@ -520,15 +542,13 @@ def inspect(
         directory, cni = netconf_dir_from_env(netconf_dir), _cni(cni_path)
         print(json.dumps([inspect_network(directory, cni, n) for n in names], indent=2))
 
-    guarded(body)
+    _guarded(body)
 
 
 @app.command("rm")
 def rm(
-    names: list[str] = typer.Argument(..., help="Network name(s)."),
-    force: bool = typer.Option(
-        False, "--force", "-f", help="Also remove files cnirun did not create, or in use."
-    ),
+    names: list[str] = NAMES,
+    force: bool = FORCE,
     netconf_dir: str | None = NETCONF_DIR,
 ) -> None:
     """Remove networks cnirun created (refused while attachments exist, unless --force)."""
@@ -540,4 +560,4 @@ def rm(
             remove_network(directory, cache, name, force)
             print(name)
 
-    guarded(body)
+    _guarded(body)

@@ -7,6 +7,8 @@ exit path. No Docker involved.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -17,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+import typer
+
 from cnirun import defaultnet, netns
 from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
@@ -24,11 +28,14 @@ from cnirun.cni.cache import cache_dir_from_env
 from cnirun.cni.config import NetworkConfigList, netconf_dir_from_env
 from cnirun.cni.invoke import plugin_dirs
 from cnirun.cni.types import RuntimeConf
-from cnirun.errors import CnirunError, ExitCode, TeardownError, UsageError
+from cnirun.errors import CnirunError, ExitCode, NetnsError, TeardownError, UsageError
 
 log = logging.getLogger(__name__)
 
 NETNS_PREFIX = "cnirun-privnet-"
+# A session holds an flock on LOCK_DIR/<netns name>.lock from before its netns exists until
+# its teardown ends, so gc and doctor can tell a live session from a leftover (is_live).
+LOCK_DIR = "/run/cnirun/privnet"
 DEFAULT_CNI_TIMEOUT = 120.0
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -95,11 +102,14 @@ def make_plan(options: PrivNetOptions) -> Plan:
     return Plan(cni=cni, networks=nets, cni_args=cni_args)
 
 
-def priv_net_run(command: Sequence[str], options: PrivNetOptions) -> int:
+def priv_net_run(command: Sequence[str], options: PrivNetOptions, exiting: bool = False) -> int:
     """Run `command` in a new netns attached to the networks; return its exit status.
 
     Statuses follow `docker run`: the command's own, 128+N when it (or setup) ended by
     signal N, 126/127 when it cannot be executed, 125 for cnirun's own failures.
+
+    `exiting`: the process ends right after (the CLI). The signals stay ignored then, so a
+    late Ctrl-C cannot turn the status into a KeyboardInterrupt or a death by signal.
 
     Raises:
         CnirunError: a problem found before anything was created, or a failed setup or
@@ -107,15 +117,53 @@ def priv_net_run(command: Sequence[str], options: PrivNetOptions) -> int:
     """
     if not command:
         raise UsageError("priv-net-run needs a command to run")
-    return Session(make_plan(options), list(command)).run()
+    return Session(make_plan(options), list(command), exiting).run()
+
+
+def lock_path(name: str) -> str:
+    return os.path.join(LOCK_DIR, f"{name}.lock")
+
+
+def is_live(name: str) -> bool:
+    """True while the priv-net-run session that owns netns `name` is running."""
+    try:
+        fd = os.open(lock_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+def _take_lock(name: str) -> int:
+    try:
+        os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
+        fd = os.open(lock_path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise NetnsError(f"cannot create {lock_path(name)}: {e.strerror or e}") from None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _drop_lock(name: str, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(lock_path(name))  # while still held, so no one sees it unlocked first
+    os.close(fd)
 
 
 class Session:
     """One priv-net-run: setup, the child, teardown; signals handled throughout."""
 
-    def __init__(self, plan: Plan, command: list[str]) -> None:
+    def __init__(self, plan: Plan, command: list[str], exiting: bool = False) -> None:
         self.plan = plan
         self.command = command
+        self.exiting = exiting
         self.path = netns.netns_path(plan.name)
         self.created = False
         self.attempted: list[tuple[NetworkConfigList, RuntimeConf]] = []
@@ -130,7 +178,9 @@ class Session:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED_SIGNALS}
         code: int = ExitCode.CNIRUN_ERROR
         error: CnirunError | None = None
+        lock: int | None = None
         try:
+            lock = _take_lock(self.plan.name)
             self._setup()
             code = self._run_child()
         except Interrupted as e:
@@ -140,8 +190,10 @@ class Session:
         finally:
             self.mode = "ignore"
             failures = self._teardown()
+            if lock is not None:
+                _drop_lock(self.plan.name, lock)
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                signal.signal(sig, signal.SIG_IGN if self.exiting else handler)
         if error is not None:
             if failures:
                 for failure in failures:
@@ -246,3 +298,46 @@ def _in_foreground() -> bool:
     except (OSError, ValueError):
         return False
 
+
+
+# -- the typer command ----------------------------------------------------------------------
+
+NETWORK = typer.Option(
+    None, "--network", help="Network to attach (repeatable: eth0, eth1, ...) [default: see below]."
+)
+NETCONF_DIR = typer.Option(None, "--netconf-dir", help="Config dir [env NETCONFPATH].")
+CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [env CNI_PATH].")
+CNI_ARGS = typer.Option(None, "--cni-args", help="CNI_ARGS pair K=V (repeatable).")
+CNI_TIMEOUT = typer.Option(
+    None, "--cni-timeout", help=f"Seconds a plugin call may take [default {DEFAULT_CNI_TIMEOUT:g}]."
+)
+COMMAND = typer.Argument(..., help="The command to run inside the namespace, and its arguments.")
+CONTEXT = {"allow_interspersed_args": False}
+
+
+def command(
+    command: list[str] = COMMAND,
+    network: list[str] | None = NETWORK,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+    cni_args: list[str] | None = CNI_ARGS,
+    cni_timeout: float | None = CNI_TIMEOUT,
+) -> None:
+    """Run COMMAND in a private network namespace set up by CNI (no Docker needed).
+
+    The namespace gets one interface per --network (eth0, eth1, ...); without --network, the
+    first network of the config dir, or else cnirun's built-in default (created on first use).
+    Everything is torn down when COMMAND exits, fails to start, or cnirun gets a signal.
+    Exits with COMMAND's status.
+    """
+    options = PrivNetOptions(
+        networks=tuple(network or ()),
+        netconf_dir=netconf_dir,
+        cni_path=cni_path,
+        cni_args=tuple(cni_args or ()),
+        timeout=cni_timeout,
+    )
+    from cnirun.cli import guarded  # here: cnirun.cli imports this module at start-up
+
+    code = guarded(lambda: priv_net_run(command, options, exiting=True))
+    raise typer.Exit(code)

@@ -1,8 +1,9 @@
 """The CNI operations on a network list: ADD, DEL, CHECK, GC, STATUS and VERSION.
 
 Semantics follow the spec and libcni: ADD chains prevResult through the plugins and caches
-the final result; DEL walks the chain backwards with the cached result; a failed ADD is
-followed by a full DEL (the spec requires it). Knows nothing of Docker or netns handling.
+the final result; DEL walks the chain backwards with the cached result; an ADD that fails
+after running any plugin is followed by a full DEL (the spec requires it). Knows nothing of
+Docker or netns handling.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class CNIConfig:
         exec: invoke.Exec | None = None,
         lock_path: str | None = None,
     ) -> None:
-        self.plugin_dirs = tuple(plugin_dirs)
+        self.plugin_dirs = tuple(d for d in plugin_dirs if d)  # "" would mean the cwd
         self.cache = ResultCache(cache_dir)
         self.timeout = timeout
         self.exec = exec or invoke.RawExec()
@@ -80,8 +81,10 @@ class CNIConfig:
         """
         with self.lock():
             ran: list[str] = []
+            completed = False
             try:
                 result = self._add(net, rt, ran)
+                completed = True
                 try:
                     self.cache.write(net.name, net.bytes, rt, result)
                 except CnirunError as e:
@@ -91,7 +94,7 @@ class CNIConfig:
                 return result
             except CnirunError:
                 if ran:
-                    self._rollback(net, rt)
+                    self._rollback(net, rt, added=len(ran) if completed else len(ran) - 1)
                 raise
 
     def del_network_list(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
@@ -257,12 +260,19 @@ class CNIConfig:
         assert prev is not None  # a list always has at least one plugin
         return prev
 
-    def _del(self, net: NetworkConfigList, rt: RuntimeConf, best_effort: bool = False) -> None:
+    def _del(
+        self,
+        net: NetworkConfigList,
+        rt: RuntimeConf,
+        best_effort: bool = False,
+        quiet_from: int | None = None,
+    ) -> None:
         """DEL in reverse order with the cached prevResult, then drop the cache entry.
 
         Normally the first failure stops the walk and keeps the cache (libcni's DEL). With
         `best_effort` (cleanup after a failed ADD) every plugin is tried and the failures
-        are raised together at the end.
+        are raised together at the end; those of plugins from index `quiet_from` on (whose
+        ADD never succeeded, so failing again is expected) are only logged.
         """
         try:
             version = self._list_version(net)
@@ -281,7 +291,7 @@ class CNIConfig:
                 with contextlib.suppress(CnirunError, OSError):
                     self.cache.delete(net.name, rt.container_id, rt.ifname)
         failures: list[Exception] = []
-        for plugin in reversed(net.plugins):
+        for index, plugin in reversed(list(enumerate(net.plugins))):
             try:
                 path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
                 stdin = self._request(net, plugin, prev, rt)
@@ -290,6 +300,9 @@ class CNIConfig:
                 error = e.wrap(f"plugin {plugin.describe()} failed (delete): ")
                 if not best_effort:
                     raise error from None
+                if quiet_from is not None and index >= quiet_from:
+                    log.debug("cleanup: %s", error)
+                    continue
                 failures.append(error)
         if len(failures) == 1:
             raise failures[0]
@@ -298,9 +311,10 @@ class CNIConfig:
         with contextlib.suppress(CnirunError, OSError):
             self.cache.delete(net.name, rt.container_id, rt.ifname)
 
-    def _rollback(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
+    def _rollback(self, net: NetworkConfigList, rt: RuntimeConf, added: int) -> None:
+        """DEL the whole chain after a failed ADD; `added` plugins had succeeded."""
         try:
-            self._del(net, rt, best_effort=True)
+            self._del(net, rt, best_effort=True, quiet_from=added)
         except CnirunError as e:
             log.warning("cleanup after the failed ADD of %s also failed: %s", net.name, e)
 

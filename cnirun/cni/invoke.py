@@ -54,6 +54,8 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
     if not paths:
         raise PluginNotFoundError(types.ERR_UNKNOWN, "no paths provided")
     for directory in paths:
+        if not directory:  # an empty entry would mean the current directory
+            continue
         candidate = os.path.join(directory, plugin)
         try:
             if os.path.isfile(candidate):

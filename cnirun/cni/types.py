@@ -145,6 +145,8 @@ _CIDR = re.compile(r"[^/%]+/[0-9]+")
 
 
 def _ipnet(value: Any, where: str) -> str:
+    if value is None:
+        raise ResultError(f"{where}: missing CIDR address")
     if not isinstance(value, str) or not _CIDR.fullmatch(value):
         raise ResultError(f"{where}: invalid CIDR address: {value}")
     try:

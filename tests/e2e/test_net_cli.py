@@ -273,7 +273,6 @@ def test_bad_input(lab: Lab, name: str) -> None:
     assert not [c for c in calls if c.startswith("ADD ")], f"a plugin ran ADD: {calls}"
     results = lab.cache_dir / "results"
     assert not results.exists() or not any(results.iterdir())
-    assert not (lab.tmp / "afile" / "cache").exists()
 
 
 def test_debug_shows_the_traceback(lab: Lab) -> None:

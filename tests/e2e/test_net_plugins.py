@@ -7,6 +7,7 @@ Also holds the `Lab` harness that tests/e2e/test_net_cli.py reuses.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import ipaddress
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -334,8 +336,12 @@ class Lab:
         return entries
 
     def _force_del(self, entry: JSONDict, cache: Path) -> None:
+        # The entry carries the network's config: DEL with it, wherever the test kept its own.
+        confdir = Path(tempfile.mkdtemp(dir=self.tmp, prefix="force-del-"))
+        (confdir / "00-cached.conflist").write_bytes(base64.b64decode(entry["config"]))
         argv = ["del", entry["networkName"], entry.get("netns") or "/nonexistent"]
         argv += ["--container-id", entry["containerId"], "--ifname", entry["ifName"]]
+        argv += ["--netconf-dir", str(confdir)]
         if cache != self.cache_dir:
             argv += ["--cache-dir", str(cache)]
         self.net(*argv, cache=cache == self.cache_dir)

@@ -85,7 +85,9 @@ class CniEnv:
         self.write(filename or f"50-{name}.conflist", body)
         return load_network(str(self.netconf), name)
 
-    def chain(self, n: int = 3, version: str = "1.0.0", name: str = "net", **per: Any) -> NetworkConfigList:
+    def chain(
+        self, n: int = 3, version: str = "1.0.0", name: str = "net", **per: Any
+    ) -> NetworkConfigList:
         """A list of plugins P1..Pn (installed on demand); `per` maps "P2" to extra config."""
         plugins = []
         for i in range(1, n + 1):

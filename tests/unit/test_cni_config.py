@@ -228,7 +228,8 @@ TOP_LEVEL_ERRORS: list[tuple[Any, str]] = [
      "failed to parse plugin config 1: error parsing configuration: missing 'type'"),
     ({"name": "net", "loadOnlyInlinedPlugins": True},
      LIST_PREFIX + "`loadOnlyInlinedPlugins` is true, and no 'plugins' key"),
-    ([], LIST_PREFIX + "json: cannot unmarshal array into Go value of type map[string]interface {}"),
+    ([], LIST_PREFIX
+     + "json: cannot unmarshal array into Go value of type map[string]interface {}"),
     (None, LIST_PREFIX + "no name"),
     ({"name": "net", "cniVersions": "1.0.0", "plugins": [{"type": "fake"}]},
      LIST_PREFIX + "invalid type for cniVersions: []interface {}"),
@@ -481,7 +482,9 @@ def test_unparsable_cni_version_alone_is_used_as_written(cni_env: CniEnv) -> Non
     assert net.cni_version == "broken"
     with pytest.raises(CNIError) as exc:
         cni_env.cni().add_network_list(net, cni_env.rt())
-    assert str(exc.value) == 'plugin type="fake" failed (add): unsupported CNI result version "broken"'
+    assert str(exc.value) == (
+        'plugin type="fake" failed (add): unsupported CNI result version "broken"'
+    )
     assert cni_env.calls()[0]["stdin"]["cniVersion"] == "broken"
     with pytest.raises(CNIError) as exc:  # DEL parses the list version before anything runs
         cni_env.cni().del_network_list(net, cni_env.rt())
@@ -587,7 +590,8 @@ def test_all_networks_reports_errors_alongside(cni_env: CniEnv) -> None:
 
 
 def test_config_module_exposes_go_type_names() -> None:
-    assert [config.go_type(v) for v in (None, True, 1, 1.5, "s", [], {})] == [
+    values: list[Any] = [None, True, 1, 1.5, "s", [], {}]
+    assert [config.go_type(v) for v in values] == [
         "<nil>", "bool", "float64", "float64", "string", "[]interface {}",
         "map[string]interface {}",
     ]

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from cnirun.cni import invoke
 from cnirun.cni.invoke import Args, RawExec, decode_failure, find_in_path, go_quote, plugin_dirs
 from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
 from tests.unit.conftest import CniEnv, assert_no_leftover_cache
@@ -327,7 +326,8 @@ def test_decode_failure_error_objects(stdout: bytes, code: int, text: str) -> No
          "json: cannot unmarshal number into Go struct field Error.code of type uint"),
         (b'{"code":true}',
          "json: cannot unmarshal bool into Go struct field Error.code of type uint"),
-        (b'{"msg":5}', "json: cannot unmarshal number into Go struct field Error.msg of type string"),
+        (b'{"msg":5}',
+         "json: cannot unmarshal number into Go struct field Error.msg of type string"),
         (b"[1]", "json: cannot unmarshal array into Go value of type types.Error"),
         (b'"x"', "json: cannot unmarshal string into Go value of type types.Error"),
         (b"\n", "unexpected end of JSON input"),
@@ -465,7 +465,7 @@ def test_text_file_busy_is_retried(cni_env: CniEnv, monkeypatch: pytest.MonkeyPa
     plugin = cni_env.plugin("busy", copy=True)
     net = cni_env.network([{"type": "busy"}])
     counter = _CountingPopen()
-    monkeypatch.setattr(invoke.subprocess, "Popen", counter)
+    monkeypatch.setattr(subprocess, "Popen", counter)  # what invoke uses
     monkeypatch.setattr(RawExec, "busy_tries", 40)
     monkeypatch.setattr(RawExec, "busy_delay", 0.05)
     writer = open(plugin, "ab")  # noqa: SIM115 - closed by the timer while ADD retries
@@ -487,7 +487,7 @@ def test_text_file_busy_that_never_clears_is_an_error(
     plugin = cni_env.plugin("busy", copy=True)
     net = cni_env.network([{"type": "busy"}])
     counter = _CountingPopen()
-    monkeypatch.setattr(invoke.subprocess, "Popen", counter)
+    monkeypatch.setattr(subprocess, "Popen", counter)
     monkeypatch.setattr(RawExec, "busy_tries", 3)
     monkeypatch.setattr(RawExec, "busy_delay", 0.01)
     with open(plugin, "ab"):
@@ -507,3 +507,16 @@ def test_raw_exec_returns_stdout_on_success(cni_env: CniEnv) -> None:
     env.update(Args("VERSION").environ())
     out = RawExec().exec_plugin(str(cni_env.bin_a / "fake"), b"{}", env, 5)
     assert b"supportedVersions" in out
+
+
+def test_empty_directory_entries_never_mean_the_current_directory(
+    cni_env: CniEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(cni_env.bin_a)  # ./fake exists here
+    with pytest.raises(PluginNotFoundError) as exc:
+        find_in_path("fake", ["", str(cni_env.bin_b)])
+    assert str(exc.value) == f'failed to find plugin "fake" in path [ {cni_env.bin_b}]'
+    cni = cni_env.cni(plugin_dirs=["", str(cni_env.bin_a), ""])
+    assert cni.plugin_dirs == (str(cni_env.bin_a),)
+    cni.add_network_list(cni_env.network(), cni_env.rt())
+    assert cni_env.calls()[0]["env"]["CNI_PATH"] == str(cni_env.bin_a)

@@ -1,0 +1,357 @@
+"""Unit tests of `cnirun network create|ls|inspect|rm` through the real CLI; no root needed.
+
+Plugins are VERSION-only shell fakes, host routes and Docker subnets are fixed lists, and the
+config and cache dirs are temporary, so only conflist files and cache entries are involved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnirun import defaultnet, networkcmd
+from cnirun.cli import main
+from cnirun.cni.api import CNIConfig
+from cnirun.cni.cache import ResultCache
+from cnirun.cni.config import list_from_file
+from cnirun.cni.types import Result, RuntimeConf
+from tests.unit.test_defaultnet import STANDARD, Lab, install_plugins, net
+
+
+@pytest.fixture
+def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lab:
+    lab = Lab(tmp_path)
+    install_plugins(lab.bin, lab.log, STANDARD)
+    # `rm` cleans host state; keep it away from the real host-local dir and links.
+    monkeypatch.setattr(networkcmd, "DEFAULT_IPAM_DIR", str(tmp_path / "ipam-default"))
+    monkeypatch.setattr(networkcmd, "_delete_idle_bridge", deleted_bridges.append)
+    monkeypatch.setattr(defaultnet, "host_routes", lambda: [("eth0", net("192.0.2.0/24"))])
+    monkeypatch.setattr(defaultnet, "docker_subnets", lambda timeout=3.0: [net("172.17.0.0/16")])
+    monkeypatch.setenv("NETCONFPATH", str(lab.netconf))
+    monkeypatch.setenv("CNI_PATH", str(lab.bin))
+    monkeypatch.setenv("CNIRUN_CACHE_DIR", str(lab.cache))
+    return lab
+
+
+deleted_bridges: list[str] = []
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def conflist(lab: Lab, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((lab.netconf / f"{name}.conflist").read_text())
+    return data
+
+
+# -- create ---------------------------------------------------------------------------------
+
+
+def test_create_bridge_picks_free_subnets_and_marks_the_file(
+    lab: Lab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli(capsys, "network", "create", "one", "--label", "team=x", "--label", "solo") == (
+        0,
+        "one\n",
+        "",
+    )
+    raw = conflist(lab, "one")
+    assert raw["cniVersion"] == "1.0.0" and raw["name"] == "one"
+    assert raw["cnirun"]["labels"] == {"team": "x", "solo": ""}
+    assert raw["cnirun"]["driver"] == "bridge" and "default" not in raw["cnirun"]
+    bridge = raw["plugins"][0]
+    assert bridge["bridge"] == defaultnet.bridge_name_for("one")
+    assert len(bridge["bridge"]) <= 15
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.78.0.0/24", "gateway": "10.78.0.1"}]]
+    assert [p["type"] for p in raw["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]
+    # The next network skips the first one's subnet and a host route.
+    monkeypatch.setattr(defaultnet, "host_routes", lambda: [("x", net("10.78.1.0/24"))])
+    assert cli(capsys, "network", "create", "two")[0] == 0
+    assert conflist(lab, "two")["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == "10.78.2.0/24"
+    # The file loads with the CNI core and validates against the plugins.
+    loaded = list_from_file(str(lab.netconf / "two.conflist"))
+    assert lab.cni().validate_network_list(loaded) == {"ips", "portMappings", "mac"}
+
+
+def test_create_with_subnet_gateway_and_ip_range(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(
+        capsys,
+        "network", "create", "ranged",
+        "--subnet", "10.210.40.0/24", "--gateway", "10.210.40.254",
+        "--ip-range", "10.210.40.128/25",
+        "--subnet", "fd42::/64",
+        "--bridge", "cnrt-ranged",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    ipam = conflist(lab, "ranged")["plugins"][0]["ipam"]
+    assert ipam["ranges"] == [
+        [
+            {
+                "subnet": "10.210.40.0/24",
+                "rangeStart": "10.210.40.128",
+                "rangeEnd": "10.210.40.254",
+                "gateway": "10.210.40.254",
+            }
+        ],
+        [{"subnet": "fd42::/64", "gateway": "fd42::1"}],
+    ]
+    assert ipam["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    assert conflist(lab, "ranged")["plugins"][0]["bridge"] == "cnrt-ranged"
+
+
+def test_create_internal_has_no_gateway_masquerade_route_or_portmap(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "network", "create", "quiet", "--internal")[0] == 0
+    raw = conflist(lab, "quiet")
+    bridge = raw["plugins"][0]
+    assert (bridge["isGateway"], bridge["ipMasq"]) == (False, False)
+    assert "routes" not in bridge["ipam"]
+    assert [p["type"] for p in raw["plugins"]] == ["bridge", "firewall", "tuning"]
+
+
+@pytest.mark.parametrize(
+    ("driver", "extra", "main_fields", "chain"),
+    [
+        ("ptp", [], {"ipMasq": True}, ["ptp", "portmap", "firewall", "tuning"]),
+        ("macvlan", ["--parent", "lo"], {"master": "lo", "mode": "bridge"}, ["macvlan", "tuning"]),
+        ("ipvlan", ["--parent", "lo"], {"master": "lo", "mode": "l2"}, ["ipvlan", "tuning"]),
+    ],
+)
+def test_create_other_drivers(
+    lab: Lab,
+    capsys: pytest.CaptureFixture[str],
+    driver: str,
+    extra: list[str],
+    main_fields: dict[str, Any],
+    chain: list[str],
+) -> None:
+    args = ["network", "create", f"n-{driver}", "--driver", driver, *extra]
+    assert cli(capsys, *args, "--subnet", "10.210.41.0/24") == (0, f"n-{driver}\n", "")
+    raw = conflist(lab, f"n-{driver}")
+    assert [p["type"] for p in raw["plugins"]] == chain
+    first = raw["plugins"][0]
+    assert {k: first[k] for k in main_fields} == main_fields
+    assert "bridge" not in first
+    assert first["ipam"]["ranges"] == [[{"subnet": "10.210.41.0/24", "gateway": "10.210.41.1"}]]
+    loaded = list_from_file(str(lab.netconf / f"n-{driver}.conflist"))
+    lab.cni().validate_network_list(loaded)  # every plugin there, at the chosen version
+
+
+def test_create_with_an_explicit_cni_version(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "network", "create", "old", "--cni-version", "0.4.0")[0] == 0
+    assert conflist(lab, "old")["cniVersion"] == "0.4.0"
+    code, _, err = cli(capsys, "network", "create", "older", "--cni-version", "0.3.1")
+    assert code == 125
+    assert err == "cnirun: error: cniVersion 0.3.1 is not supported by plugin(s) firewall\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bad/name"], 'invalid network name "bad/name"'),
+        (["x", "--driver", "vlan"], 'unknown --driver "vlan"'),
+        (["x", "--driver", "macvlan"], "--driver macvlan needs --parent IFACE"),
+        (["x", "-d", "ipvlan", "--parent", "nosuch0"], '--parent "nosuch0": no such host'),
+        (["x", "--parent", "lo"], "--parent applies to macvlan and ipvlan, not bridge"),
+        (["x", "-d", "ptp", "--bridge", "br9"], "--bridge applies to the bridge driver"),
+        (["x", "--gateway", "10.1.1.1"], "--gateway and --ip-range need --subnet"),
+        (["x", "--subnet", "10.210.42.9/24"], "host bits set (did you mean 10.210.42.0/24?)"),
+        (["x", "--subnet", "10.210.42.0/24", "--gateway", "10.9.9.9"], "is not inside any"),
+        (["x", "--subnet", "10.210.42.0/24", "--gateway", "10.210.42.0"], "not a usable"),
+        (["x", "--subnet", "10.210.42.0/24", "--ip-range", "10.210.0.0/16"], "not inside"),
+        (["x", "--subnet", "10.210.42.0/24", "--subnet", "10.210.42.0/25"], "overlaps --subnet"),
+        (["x", "--label", "=v"], 'invalid --label "=v"'),
+        (["x", "--cni-version", "1.x"], "invalid --cni-version '1.x'"),
+        (["x", "--cni-version", "2.0.0"], "newer than cnirun supports"),
+    ],
+)
+def test_create_refuses_bad_options_with_one_line(
+    lab: Lab, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = cli(capsys, "network", "create", *args)
+    assert (code, out) == (125, "")
+    assert err.startswith("cnirun: error: ") and err.count("\n") == 1
+    assert message in err
+    assert sorted(os.listdir(lab.netconf)) in ([], [".cnirun.lock"])
+
+
+def test_create_refuses_taken_names_and_subnets(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab.write("10-hand.conflist", {"name": "hand", "plugins": [{"type": "bridge", "ipam": {"subnet": "10.210.43.0/24"}}]})  # noqa: E501
+    lab.write("20-broken.conflist", '{"name": "broken", ')
+    assert "already exists in" in cli(capsys, "network", "create", "hand")[2]
+    code, _, err = cli(capsys, "network", "create", "y", "--subnet", "10.210.43.128/25")
+    assert code == 125
+    assert "subnet 10.210.43.128/25 overlaps 10.210.43.0/24 of network hand" in err
+    (lab.netconf / "dup.conflist").write_text("{}")
+    assert "dup.conflist already exists" in cli(capsys, "network", "create", "dup")[2]
+
+
+def test_create_warns_when_a_bridge_subnet_shadows_a_host_route(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(capsys, "network", "create", "lan", "--subnet", "192.0.2.0/24")
+    assert code == 0
+    assert "subnet 192.0.2.0/24 overlaps the host's route eth0" in err
+    # macvlan is expected to sit on the parent's subnet: no warning.
+    assert cli(capsys, "network", "rm", "lan")[0] == 0
+    args = ["network", "create", "lan2", "-d", "macvlan", "--parent", "lo"]
+    assert cli(capsys, *args, "--subnet", "192.0.2.0/24") == (0, "lan2\n", "")
+
+
+# -- ls and inspect -------------------------------------------------------------------------
+
+
+def attach(lab: Lab, network: str, cid: str, address: str, netns: str = "") -> None:
+    raw = (lab.netconf / f"{network}.conflist").read_bytes()
+    result = Result.decode({"ips": [{"address": address}]}, "1.0.0")
+    ResultCache(str(lab.cache)).write(network, raw, RuntimeConf(cid, netns, "eth0"), result)
+
+
+def test_ls_lists_networks_and_reports_broken_files(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "network", "create", "b", "--subnet", "10.210.44.0/24")[0] == 0
+    lab.write("10-a.conflist", {"cniVersion": "0.4.0", "name": "a", "plugins": [{"type": "ptp"}]})
+    lab.write("30-bad.conflist", '{"name": ')
+    code, out, err = cli(capsys, "network", "ls", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["name"], r["default"], r["createdByCnirun"]) for r in rows] == [
+        ("a", True, False),
+        ("b", False, True),
+    ]
+    assert rows[1]["subnets"] == ["10.210.44.0/24"] and rows[1]["driver"] == "bridge"
+    assert err.startswith("cnirun: warning: ") and "30-bad.conflist" in err
+    code, out, _ = cli(capsys, "network", "ls")
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "DRIVER", "SUBNETS", "CNIVERSION", "DEFAULT", "CREATED", "BY", "FILE"]  # noqa: E501
+    assert lines[1].split()[:5] == ["a", "ptp", "-", "0.4.0", "*"]
+    assert lines[2].split()[:5] == ["b", "bridge", "10.210.44.0/24", "1.0.0", "cnirun"]
+    assert cli(capsys, "network", "ls", "--format", "yaml")[0] == 125
+
+
+def test_inspect_shows_plugins_versions_and_attachments(
+    lab: Lab, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli(capsys, "network", "create", "i", "--subnet", "10.210.45.0/24")[0] == 0
+    attach(lab, "i", "cnirun-abc", "10.210.45.2/24", netns=str(tmp_path))
+    code, out, _ = cli(capsys, "network", "inspect", "i")
+    assert code == 0
+    [info] = json.loads(out)
+    assert info["name"] == "i" and info["createdByCnirun"] is True
+    assert info["config"] == conflist(lab, "i")
+    roles = [(p["type"], p["role"]) for p in info["plugins"]]
+    assert roles == [
+        ("bridge", "main"),
+        ("host-local", "ipam of bridge"),
+        ("portmap", "chained"),
+        ("firewall", "chained"),
+        ("tuning", "chained"),
+    ]
+    assert info["plugins"][3]["supportedVersions"] == ["0.4.0", "1.0.0"]
+    assert info["attachments"] == [
+        {
+            "containerId": "cnirun-abc",
+            "ifname": "eth0",
+            "netns": str(tmp_path),
+            "netnsExists": True,
+            "addresses": ["10.210.45.2/24"],
+        }
+    ]
+    code, out, err = cli(capsys, "network", "inspect", "i", "nope")
+    assert (code, out) == (125, "")
+    assert 'no network named "nope"' in err
+
+
+def test_inspect_reports_a_missing_plugin_instead_of_failing(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab.write("m.conflist", {"cniVersion": "1.0.0", "name": "m", "plugins": [{"type": "gone"}]})
+    code, out, _ = cli(capsys, "network", "inspect", "m")
+    assert code == 0
+    [plugin] = json.loads(out)[0]["plugins"]
+    assert plugin["type"] == "gone" and 'failed to find plugin "gone"' in plugin["error"]
+
+
+# -- rm -------------------------------------------------------------------------------------
+
+
+def test_rm_removes_what_cnirun_created(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "network", "create", "r1", "--subnet", "10.210.46.0/24")[0] == 0
+    assert cli(capsys, "network", "create", "r2", "--subnet", "10.210.47.0/24")[0] == 0
+    deleted_bridges.clear()
+    assert cli(capsys, "network", "rm", "r1", "r2") == (0, "r1\nr2\n", "")
+    assert os.listdir(lab.netconf) == [".cnirun.lock"]
+    assert deleted_bridges == [defaultnet.bridge_name_for(n) for n in ("r1", "r2")]
+    code, _, err = cli(capsys, "network", "rm", "r1")
+    assert code == 125 and 'no network named "r1"' in err
+
+
+def test_rm_refuses_files_cnirun_did_not_create_unless_forced(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = lab.write("10-hand.conflist", {"name": "hand", "plugins": [{"type": "bridge"}]})
+    code, _, err = cli(capsys, "network", "rm", "hand")
+    assert code == 125
+    assert err == (
+        f"cnirun: error: {path} was not created by cnirun; refusing to remove it (use --force)\n"
+    )
+    assert path.exists()
+    assert cli(capsys, "network", "rm", "--force", "hand") == (0, "hand\n", "")
+    assert not path.exists()
+
+
+def test_rm_refuses_networks_with_attachments_unless_forced(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "network", "create", "busy", "--subnet", "10.210.48.0/24")[0] == 0
+    for index in range(5):
+        attach(lab, "busy", f"cnirun-{index}", f"10.210.48.{index + 2}/24")
+    code, _, err = cli(capsys, "network", "rm", "busy")
+    assert code == 125
+    assert 'network "busy" still has 5 attachment(s) (cnirun-0, cnirun-1, cnirun-2, ...)' in err
+    assert (lab.netconf / "busy.conflist").exists()
+    assert cli(capsys, "network", "rm", "-f", "busy") == (0, "busy\n", "")
+    assert not (lab.netconf / "busy.conflist").exists()
+
+
+def test_rm_cleans_only_empty_host_local_state(lab: Lab, tmp_path: Path) -> None:
+    data = tmp_path / "ipam"
+    cache = ResultCache(str(lab.cache))
+    for name, files in (("idle", ["lock", "last_reserved_ip.0"]), ("held", ["10.210.49.2"])):
+        conf = defaultnet.build_conflist(
+            defaultnet.NetworkSpec(
+                name, "bridge", [defaultnet.IPRange(net("10.210.49.0/24"))], "1.0.0"
+            ),
+            ["bridge"],
+        )
+        conf["plugins"][0]["ipam"]["dataDir"] = str(data)
+        defaultnet.write_conflist(str(lab.netconf / f"{name}.conflist"), conf)
+        (data / name).mkdir(parents=True)
+        for file in files:
+            (data / name / file).write_text("x")
+        networkcmd.remove_network(str(lab.netconf), cache, name, force=False)
+    assert sorted(os.listdir(data)) == ["held"]
+
+
+def test_default_choice_matches_resolution(lab: Lab) -> None:
+    assert networkcmd.default_choice(str(lab.netconf)) is None
+    cni = CNIConfig([str(lab.bin)], str(lab.cache))
+    builtin = defaultnet.default_network(str(lab.netconf), cni, notify=False)
+    assert networkcmd.default_choice(str(lab.netconf)) == builtin.name
+    lab.write("zzzz.conflist", {"cniVersion": "1.0.0", "name": "late", "plugins": [{"type": "x"}]})
+    assert networkcmd.default_choice(str(lab.netconf)) == "late"
