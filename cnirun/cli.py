@@ -7,16 +7,18 @@ the command bodies so `--help` and `--version` stay fast.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
-
-import typer
+from typing import TYPE_CHECKING, TypeVar
 
 from cnirun import __version__
 from cnirun.errors import CnirunError, ExitCode
+
+if TYPE_CHECKING:
+    import typer
 
 log = logging.getLogger("cnirun")
 
@@ -32,17 +34,18 @@ Examples:
 
   sudo cnirun --rm --network mynet -p 8080:80 busybox httpd -f -p 80
 
+  sudo cnirun -d --name web -p 8080:80 busybox httpd -f -p 80; sudo cnirun ps
+
   sudo cnirun net add mynet /run/netns/test
 """
 
-app = typer.Typer(
-    help=HELP,
-    add_completion=True,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["--help"]},
+# Every word typer owns; anything else at the front of the command line starts a `run`.
+# Kept here, not read from the app, so `cnirun busybox ...` never imports typer
+# (a unit test checks the two agree).
+SUBCOMMANDS = frozenset(
+    {"net", "network", "ps", "inspect", "stop", "rm", "gc", "priv-net-run", "doctor"}
 )
+TYPER_OPTIONS = frozenset({"--help", "--version", "--install-completion", "--show-completion"})
 
 
 def _debug_enabled() -> bool:
@@ -73,43 +76,55 @@ def guarded(action: Callable[[], T]) -> T:
     try:
         return action()
     except CnirunError as e:
+        import typer
+
         report(e)
         raise typer.Exit(e.exit_code) from None
 
 
-def version_callback(value: bool) -> None:
-    if value:
-        print(f"cnirun version {__version__}")
-        raise typer.Exit()
+@functools.cache
+def build_app() -> typer.Typer:
+    """The typer app for every subcommand (built on demand: typer costs ~60 ms to import)."""
+    import typer
 
+    app = typer.Typer(
+        help=HELP,
+        add_completion=True,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["--help"]},
+    )
 
-@app.callback()
-def root(
-    debug: bool = typer.Option(
-        False, "--debug", help="Log every plugin and Docker call (and tracebacks) to stderr."
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=version_callback, is_eager=True, help="Print the version."
-    ),
-) -> None:
-    setup_logging(debug or _debug_enabled())
+    def version_callback(value: bool) -> None:
+        if value:
+            print(f"cnirun version {__version__}")
+            raise typer.Exit()
 
+    @app.callback()
+    def root(
+        debug: bool = typer.Option(
+            False, "--debug", help="Log every plugin and Docker call (and tracebacks) to stderr."
+        ),
+        version: bool = typer.Option(
+            False, "--version", callback=version_callback, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
+        setup_logging(debug or _debug_enabled())
 
-@app.command(
-    "run",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def run_command() -> None:
-    """Run a container networked by CNI: `cnirun run [OPTIONS] IMAGE [COMMAND...]`.
+    @app.command(
+        "run",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def run_command() -> None:
+        """Run a container networked by CNI: `cnirun run [OPTIONS] IMAGE [COMMAND...]`.
 
-    Takes every `docker run` flag plus --network NAME (repeatable), --netconf-dir,
-    --cni-path, --infra-image, --cni-args K=V, --cni-timeout SECONDS and --debug.
-    """
-    # Never reached: main() hands `run` to the Docker-grammar parser before typer sees it.
+        Takes every `docker run` flag plus --network NAME (repeatable), --netconf-dir,
+        --cni-path, --infra-image, --cni-args K=V, --cni-timeout SECONDS and --debug.
+        """
+        # Never reached: main() hands `run` to the Docker-grammar parser first.
 
-
-def _register_subcommands() -> None:
     from cnirun import doctor, netcmd, networkcmd, privnet, sandboxcmd
 
     app.add_typer(netcmd.app, name="net")
@@ -117,12 +132,7 @@ def _register_subcommands() -> None:
     app.add_typer(networkcmd.app, name="network")
     app.command("priv-net-run", context_settings=privnet.CONTEXT)(privnet.command)
     app.command("doctor")(doctor.command)
-
-
-_register_subcommands()
-
-# Words typer owns; anything else at the front of the command line starts a `run`.
-TYPER_OPTIONS = {"--help", "--version", "--install-completion", "--show-completion"}
+    return app
 
 
 def main(argv: Sequence[str]) -> int:
@@ -134,19 +144,16 @@ def main(argv: Sequence[str]) -> int:
         if [a for a in args if a != "--debug"] == ["--help"]:
             return _typer(["run", "--help"])
         return _run(args)
-    if first is not None and first not in _typer_words():
+    if first is not None and first not in SUBCOMMANDS | TYPER_OPTIONS:
         return _run(args)
     return _typer(args)
 
 
-def _typer_words() -> set[str]:
-    commands: dict[str, object] = getattr(typer.main.get_command(app), "commands", {})
-    return TYPER_OPTIONS | (set(commands) - {"run"})
-
-
 def _typer(args: list[str]) -> int:
+    import typer
+
     try:
-        result = typer.main.get_command(app).main(
+        result = typer.main.get_command(build_app()).main(
             args=args, prog_name="cnirun", standalone_mode=False
         )
     except typer.Abort:

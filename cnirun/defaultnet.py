@@ -8,14 +8,12 @@ files into the config dir atomically under its lock file. Never imports docker a
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
 import ipaddress
 import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +100,8 @@ def is_builtin_default(net: NetworkConfigList) -> bool:
     return mark is not None and mark.get("default") is True
 
 
-def _load_any(path: str) -> NetworkConfigList:
+def load_config_file(path: str) -> NetworkConfigList:
+    """A `.conflist`, or a `.conf`/`.json` upconverted to a one-plugin list."""
     if path.endswith(".conflist"):
         return list_from_file(path)
     return list_from_plugin(conf_from_file(path), path)
@@ -118,7 +117,7 @@ def find_builtin_default(netconf_dir: str) -> NetworkConfigList | None:
     """The saved built-in default network, if a loadable one is in the directory."""
     for path in config_paths(netconf_dir):
         try:
-            net = _load_any(path)
+            net = load_config_file(path)
         except ConfigError:
             continue
         if is_builtin_default(net):
@@ -141,7 +140,7 @@ def resolve_default_network(netconf_dir: str, cni: CNIConfig) -> NetworkConfigLi
     first_error: ConfigError | None = None
     for path in config_paths(netconf_dir):
         try:
-            net = _load_any(path)
+            net = load_config_file(path)
             validate.network_name(net.name)
         except ConfigError as e:
             first_error = first_error or e
@@ -220,6 +219,13 @@ def default_network(
             existing = find_builtin_default(netconf_dir)  # another cnirun may have won the race
             if existing is not None:
                 return existing
+            if os.path.lexists(path):  # e.g. hand-edited into something that no longer loads
+                try:
+                    load_config_file(path)
+                    problem = "is not cnirun's built-in default (no marker)"
+                except ConfigError as e:
+                    problem = f"does not load ({e})"
+                raise ConfigError(f"{path} {problem}; fix or remove it")
             conf = _generate_default(netconf_dir, cni, name, bridge, subnet)
             write_conflist(path, conf)
         net = list_from_file(path)
@@ -368,6 +374,8 @@ def build_conflist(spec: NetworkSpec, plugins: Sequence[str]) -> JSONDict:
             chain.append({"type": "firewall"})
         elif plugin == "tuning":
             chain.append({"type": "tuning", "capabilities": {"mac": True}})
+    import datetime  # here, like tempfile below: they cost start-up time for every command
+
     mark: JSONDict = {
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "version": __version__,
@@ -668,6 +676,8 @@ def write_conflist(path: str, conf: JSONDict) -> None:
 
     The temp file's `.tmp` extension keeps config loaders from ever reading it half-written.
     """
+    import tempfile
+
     data = (json.dumps(conf, indent=2) + "\n").encode()
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".cnirun-", suffix=".tmp")

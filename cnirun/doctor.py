@@ -152,7 +152,7 @@ class Doctor:
         paths = defaultnet.config_paths(directory)
         for path in paths:
             try:
-                net = defaultnet._load_any(path)
+                net = defaultnet.load_config_file(path)
             except ConfigError as e:
                 self.add(FAIL, "config", _one_line(e))
                 continue

@@ -66,7 +66,7 @@ def find_network(netconf_dir: str, name: str) -> NetworkConfigList:
     )
     for path in ordered:
         try:
-            net = defaultnet._load_any(path)
+            net = defaultnet.load_config_file(path)
         except ConfigError:
             continue
         if net.name == name:
@@ -93,7 +93,7 @@ def default_choice(netconf_dir: str) -> str | None:
     builtin = None
     for path in defaultnet.config_paths(netconf_dir):
         try:
-            net = defaultnet._load_any(path)
+            net = defaultnet.load_config_file(path)
             validate.network_name(net.name)
         except (ConfigError, CNIError):
             continue
@@ -283,7 +283,7 @@ def list_networks(netconf_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
     errors: list[str] = []
     for path in defaultnet.config_paths(netconf_dir):
         try:
-            net = defaultnet._load_any(path)
+            net = defaultnet.load_config_file(path)
         except ConfigError as e:
             errors.append(str(e))
             continue
@@ -390,7 +390,7 @@ def _cleanup_host_state(netconf_dir: str, net: NetworkConfigList) -> None:
 def _bridge_still_configured(netconf_dir: str, bridge: str) -> bool:
     for path in defaultnet.config_paths(netconf_dir):
         with contextlib.suppress(ConfigError):
-            net = defaultnet._load_any(path)
+            net = defaultnet.load_config_file(path)
             if any(p.raw.get("bridge") == bridge for p in net.plugins):
                 return True
     return False

@@ -168,7 +168,9 @@ class Session:
         self.created = False
         self.attempted: list[tuple[NetworkConfigList, RuntimeConf]] = []
         # What a signal does now: "defer" (record it, or pass it to the child once there is
-        # one), "abort" (raise Interrupted: ADDs are running) or "ignore" (teardown runs).
+        # one), "adding" (ADDs run: the first signal lets the current one finish, so its
+        # result is cached and DEL can undo all of it; a second aborts it) or "ignore"
+        # (teardown runs and must finish).
         self.mode = "defer"
         self.signals: list[int] = []
         self.unforwarded: list[int] = []  # arrived before the child existed
@@ -205,9 +207,14 @@ class Session:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
-        if self.mode == "abort":
-            self.mode = "ignore"
-            raise Interrupted(signum)
+        if self.mode == "adding":
+            if len(self.signals) > 1:
+                self.mode = "ignore"
+                raise Interrupted(self.signals[0])
+            name = signal.Signals(signum).name
+            note = f"cnirun: {name} received: stopping after the current ADD (again: at once)\n"
+            os.write(2, note.encode())
+            return
         if self.mode == "ignore":
             # os.write, not print: the interrupted code may be inside a write to stderr.
             name = signal.Signals(signum).name
@@ -229,6 +236,7 @@ class Session:
 
     def _check_signals(self) -> None:
         if self.signals:
+            self.mode = "ignore"  # from here on only teardown remains
             raise Interrupted(self.signals[0])
 
     def _setup(self) -> None:
@@ -238,7 +246,7 @@ class Session:
         self.created = True
         self._check_signals()
         log.debug("priv-net-run: netns %s", self.path)
-        self.mode = "abort"
+        self.mode = "adding"
         for index, net in enumerate(plan.networks):
             rt = RuntimeConf(
                 container_id=plan.name,
@@ -253,6 +261,7 @@ class Session:
                 # The core already DELeted the failed network; the ones before it are ours.
                 self.attempted.pop()
                 raise CnirunError(f"network {net.name}: {e}") from None
+            self._check_signals()
         self.mode = "defer"
         self._check_signals()
         self.unforwarded.clear()  # any of these is in self.signals and stops _run_child

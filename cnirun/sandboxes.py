@@ -19,7 +19,14 @@ from cnirun.cni.cache import CacheEntry, ResultCache, cache_dir_from_env
 from cnirun.cni.config import list_from_bytes
 from cnirun.cni.invoke import plugin_dirs
 from cnirun.cni.version import parse_version
-from cnirun.docker_runtime import LABEL_ROLE, LABEL_SANDBOX, ROLE_INFRA, ROLE_WORKLOAD, Docker
+from cnirun.docker_runtime import (
+    LABEL_ROLE,
+    LABEL_SANDBOX,
+    LABEL_STATE_DIR,
+    ROLE_INFRA,
+    ROLE_WORKLOAD,
+    Docker,
+)
 from cnirun.errors import CnirunError, UsageError
 from cnirun.state import CNI_ID_PREFIX, SandboxRecord
 from cnirun.teardown import teardown
@@ -188,11 +195,23 @@ def gc(docker: Docker, dry_run: bool = False, cache_dir: str | None = None) -> G
         if not dry_run:
             os.unlink(state.record_path(sandbox_id))
     known = {s.record.id for s in sandboxes}
+    # Sandboxes of another state dir (another cnirun installation) are not ours to judge.
+    mine = state.state_dir()
+    containers = docker.containers()
+    foreign = {
+        labels.get(LABEL_SANDBOX, "")
+        for labels in (c.get("Labels") or {} for c in containers)
+        if labels.get(LABEL_STATE_DIR, mine) != mine
+    }
+    protected = live_ids | foreign
     # Infra containers whose sandbox is gone or dead.
-    for container in docker.containers(role=ROLE_INFRA):
-        owner = (container.get("Labels") or {}).get(LABEL_SANDBOX, "")
-        if owner in live_ids or (owner in known and not dry_run):
-            continue  # live, or already removed by the teardown above
+    for container in containers:
+        labels = container.get("Labels") or {}
+        owner = labels.get(LABEL_SANDBOX, "")
+        if labels.get(LABEL_ROLE) != ROLE_INFRA or owner in protected:
+            continue
+        if owner in known and not dry_run:
+            continue  # already removed by the teardown above
         report.actions.append(f"infra container {container['Id'][:12]}: removed")
         if not dry_run:
             try:
@@ -201,9 +220,8 @@ def gc(docker: Docker, dry_run: bool = False, cache_dir: str | None = None) -> G
                 report.failures.append(str(e))
     # Netns holders without a live sandbox.
     for name in netns.list_held(CNI_ID_PREFIX):
-        if name[len(CNI_ID_PREFIX) :] in live_ids or (
-            name[len(CNI_ID_PREFIX) :] in known and not dry_run
-        ):
+        owner = name[len(CNI_ID_PREFIX) :]
+        if owner in protected or (owner in known and not dry_run) or privnet_live(name):
             continue
         report.actions.append(f"netns /run/netns/{name}: released")
         if not dry_run:
@@ -211,12 +229,12 @@ def gc(docker: Docker, dry_run: bool = False, cache_dir: str | None = None) -> G
                 netns.release_netns(name)
             except CnirunError as e:
                 report.failures.append(str(e))
-    _gc_attachments(report, live_ids, known, dry_run, cache_dir_from_env(cache_dir))
+    _gc_attachments(report, protected, known, dry_run, cache_dir_from_env(cache_dir))
     return report
 
 
 def _gc_attachments(
-    report: GcReport, live_ids: set[str], known: set[str], dry_run: bool, cache_dir: str
+    report: GcReport, protected: set[str], known: set[str], dry_run: bool, cache_dir: str
 ) -> None:
     """DEL cached attachments of cnirun's dead sandboxes with the cached config, then run
     CNI GC (1.1.0 networks) with every attachment still in the cache as the valid set."""
@@ -226,7 +244,9 @@ def _gc_attachments(
     gc_networks: dict[str, CacheEntry] = {}
     for entry in entries:
         owner = entry.container_id[len(CNI_ID_PREFIX) :]
-        if not entry.container_id.startswith(CNI_ID_PREFIX) or owner in live_ids:
+        if not entry.container_id.startswith(CNI_ID_PREFIX) or owner in protected:
+            continue
+        if privnet_live(entry.container_id):
             continue
         if owner in known and not dry_run:
             continue  # its sandbox teardown above already handled it
@@ -251,6 +271,13 @@ def _gc_attachments(
             report.actions.append(f"network {name}: CNI GC with {len(remaining)} valid attachments")
         except CnirunError as e:
             report.failures.append(f"network {name}: CNI GC: {e}")
+
+
+def privnet_live(name: str) -> bool:
+    """A `priv-net-run` session (netns and CNI container ID share its name) still running."""
+    from cnirun import privnet
+
+    return name.startswith(privnet.NETNS_PREFIX) and privnet.is_live(name)
 
 
 def reconcile(docker: Docker) -> None:

@@ -81,9 +81,10 @@ class CNIConfig:
         """
         with self.lock():
             ran: list[str] = []
+            partial: list[Result] = []
             completed = False
             try:
-                result = self._add(net, rt, ran)
+                result = self._add(net, rt, ran, partial)
                 completed = True
                 try:
                     self.cache.write(net.name, net.bytes, rt, result)
@@ -94,7 +95,8 @@ class CNIConfig:
                 return result
             except CnirunError:
                 if ran:
-                    self._rollback(net, rt, added=len(ran) if completed else len(ran) - 1)
+                    added = len(ran) if completed else len(ran) - 1
+                    self._rollback(net, rt, added, partial[-1] if partial else None)
                 raise
 
     def del_network_list(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
@@ -236,8 +238,11 @@ class CNIConfig:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _add(self, net: NetworkConfigList, rt: RuntimeConf, ran: list[str]) -> Result:
-        """Run the ADD chain; `ran` receives each plugin's path just before it is executed."""
+    def _add(
+        self, net: NetworkConfigList, rt: RuntimeConf, ran: list[str], partial: list[Result]
+    ) -> Result:
+        """Run the ADD chain; `ran` receives each plugin's path just before it is executed,
+        `partial` each successful result (what a rollback DEL is told was set up)."""
         prev: Result | None = None
         for plugin in net.plugins:
             try:
@@ -257,6 +262,7 @@ class CNIConfig:
             with contextlib.suppress(ResultError):
                 result = result.convert(net.cni_version)
             prev = result
+            partial.append(result)
         assert prev is not None  # a list always has at least one plugin
         return prev
 
@@ -266,6 +272,7 @@ class CNIConfig:
         rt: RuntimeConf,
         best_effort: bool = False,
         quiet_from: int | None = None,
+        prev_result: Result | None = None,
     ) -> None:
         """DEL in reverse order with the cached prevResult, then drop the cache entry.
 
@@ -280,8 +287,8 @@ class CNIConfig:
             if not best_effort:
                 raise
             version = (0, 0, 0)  # unparsable: no prevResult, but still try every plugin
-        prev: Result | None = None
-        if version >= (0, 4, 0):
+        prev: Result | None = prev_result if version >= (0, 4, 0) else None
+        if version >= (0, 4, 0) and prev is None:
             try:
                 prev = self.cache.read_result(net.name, rt, net.cni_version)
             except (ResultError, CacheError) as e:
@@ -311,10 +318,16 @@ class CNIConfig:
         with contextlib.suppress(CnirunError, OSError):
             self.cache.delete(net.name, rt.container_id, rt.ifname)
 
-    def _rollback(self, net: NetworkConfigList, rt: RuntimeConf, added: int) -> None:
-        """DEL the whole chain after a failed ADD; `added` plugins had succeeded."""
+    def _rollback(
+        self, net: NetworkConfigList, rt: RuntimeConf, added: int, prev: Result | None
+    ) -> None:
+        """DEL the whole chain after a failed ADD; `added` plugins had succeeded.
+
+        From 0.4.0 the DEL gets the last successful result as prevResult (libcni gives
+        none): plugins such as firewall can only remove rules for addresses they are told.
+        """
         try:
-            self._del(net, rt, best_effort=True, quiet_from=added)
+            self._del(net, rt, best_effort=True, quiet_from=added, prev_result=prev)
         except CnirunError as e:
             log.warning("cleanup after the failed ADD of %s also failed: %s", net.name, e)
 
@@ -387,11 +400,15 @@ class CNIConfig:
                     os.close(fd)
                     raise
                 self._lock_fd = fd
+                if isinstance(self.exec, invoke.RawExec):
+                    self.exec.keep_fds = (fd,)
             self._lock_depth += 1
             try:
                 yield
             finally:
                 self._lock_depth -= 1
                 if self._lock_depth == 0 and self._lock_fd is not None:
+                    if isinstance(self.exec, invoke.RawExec):
+                        self.exec.keep_fds = ()
                     os.close(self._lock_fd)  # closing releases the flock
                     self._lock_fd = None

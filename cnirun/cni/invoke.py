@@ -178,6 +178,11 @@ class RawExec:
     busy_tries = 6
     busy_delay = 1.0
 
+    def __init__(self) -> None:
+        # Descriptors every plugin inherits: the runtime passes its lock here, so that a
+        # plugin outliving a killed runtime keeps the lock until it is done.
+        self.keep_fds: tuple[int, ...] = ()
+
     def find_in_path(self, plugin: str, paths: Sequence[str]) -> str:
         return find_in_path(plugin, paths)
 
@@ -229,6 +234,7 @@ class RawExec:
                     env=dict(env),
                     start_new_session=True,  # its own process group, killed whole on timeout
                     close_fds=True,
+                    pass_fds=self.keep_fds,
                 )
             except OSError as e:
                 if e.errno == errno.ETXTBSY and attempt < self.busy_tries:

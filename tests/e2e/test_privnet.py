@@ -147,7 +147,8 @@ class PrivLab:
             timeout=timeout,
             check=False,
         )
-        self.ids.update(PRIVNET_RE.findall(res.stdout + res.stderr))
+        if "priv-net-run" in args:  # its own netns names (doctor lists others' too)
+            self.ids.update(PRIVNET_RE.findall(res.stdout + res.stderr))
         return res
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
@@ -172,6 +173,12 @@ class PrivLab:
             if state.is_dir():
                 held = [n for n in os.listdir(state) if n[0].isdigit() or ":" in n]
                 leaks += [f"reservation {state / n}" for n in held]
+        # The firewall plugin's rules name only addresses, never the container ID.
+        prefixes = [str(net.network_address).rsplit(".", 1)[0] + "." for net in self.subnets]
+        for table in ("filter", "nat"):
+            for line in sh("iptables-save", "-t", table).stdout.splitlines():
+                if any(p in line for p in prefixes):
+                    leaks.append(f"iptables -t {table}: {line}")
         return leaks
 
     def cleanup(self) -> None:
@@ -325,7 +332,7 @@ def read_line(proc: subprocess.Popen[str], timeout: float = 30) -> str:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_is_forwarded_and_everything_torn_down(plab: PrivLab, signum: int) -> None:
-    name, subnet = plab.bridge_net()
+    name, _ = plab.bridge_net()
     script = 'echo "ready $(ip netns identify)"; exec sleep 30'
     proc = plab.popen("priv-net-run", "--network", name, "sh", "-c", script)
     try:
@@ -368,43 +375,76 @@ def test_more_signals_during_teardown_do_not_abort_it(plab: PrivLab) -> None:
     assert all("finishing teardown first" in line for line in err.splitlines()), err
 
 
-def test_a_signal_during_setup_deletes_the_half_done_attachment(plab: PrivLab) -> None:
-    # A plugin whose ADD hangs after the bridge: SIGTERM arrives while it runs.
+def slow_plugin(plab: PrivLab, delay: float) -> tuple[Path, Path]:
+    """A chained plugin whose ADD signals it started, sleeps, then passes prevResult on."""
     bindir = plab.tmp / "bin"
-    bindir.mkdir()
+    bindir.mkdir(exist_ok=True)
     marker = plab.tmp / "add-started"
     slow = bindir / "slow"
     slow.write_text(
-        "#!/bin/sh\ncat > /dev/null\n"
-        f'if [ "$CNI_COMMAND" = ADD ]; then touch {marker}; sleep 30; exit 1; fi\n'
-        "exit 0\n"
+        f"#!{sys.executable}\n"
+        "import json, os, sys, time\n"
+        "conf = json.load(sys.stdin)\n"
+        "if os.environ['CNI_COMMAND'] == 'ADD':\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        f"    time.sleep({delay})\n"
+        "    print(json.dumps(conf['prevResult']))\n"
     )
     slow.chmod(0o755)
-    name, subnet = plab.bridge_net()
+    return bindir, marker
+
+
+def start_during_slow_add(plab: PrivLab, plugins: list[str], delay: float) -> subprocess.Popen[str]:
+    """Start priv-net-run on bridge + `plugins` and return once the slow ADD is running."""
+    bindir, marker = slow_plugin(plab, delay)
+    name, _ = plab.bridge_net()
     conf_path = plab.netconf / f"{name}.conflist"
     conf = json.loads(conf_path.read_text())
-    conf["plugins"].append({"type": "slow"})
+    conf["plugins"] = [conf["plugins"][0]] + [{"type": p} for p in plugins]
     conf_path.write_text(json.dumps(conf))
     proc = plab.popen(
         "--debug", "priv-net-run", "--cni-path", f"{bindir}:{PLUGIN_DIR}", "--network", name, "true"
     )
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"the slow ADD never started: {proc.communicate()}")
+        time.sleep(0.02)
+    return proc
+
+
+def finish(plab: PrivLab, proc: subprocess.Popen[str]) -> tuple[int, str, float]:
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert time.monotonic() < deadline and proc.poll() is None, "slow ADD never started"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     plab.ids.update(PRIVNET_RE.findall(err))
-    assert proc.returncode == 128 + signal.SIGTERM
     assert plab.ids, "the netns name is in the debug log"
-    assert "DEL" not in err or "exited 0" in err
-    state = Path(DEFAULT_IPAM_DIR) / name
-    assert not [n for n in os.listdir(state) if n.startswith("10.")], "bridge ADD not undone"
+    return proc.returncode, err, time.monotonic() - started
+
+
+def test_a_signal_during_setup_lets_the_add_finish_then_tears_down(plab: PrivLab) -> None:
+    # firewall before the slow plugin: its rules can only be deleted with a cached result.
+    proc = start_during_slow_add(plab, ["firewall", "slow"], delay=2)
+    proc.send_signal(signal.SIGTERM)
+    code, err, _ = finish(plab, proc)
+    assert code == 128 + signal.SIGTERM
+    assert "cnirun: SIGTERM received: stopping after the current ADD (again: at once)" in err
+    assert "finishing teardown first" not in err
+
+
+def test_a_second_signal_during_setup_aborts_the_add_at_once(plab: PrivLab) -> None:
+    proc = start_during_slow_add(plab, ["slow"], delay=30)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    code, err, took = finish(plab, proc)
+    assert code == 128 + signal.SIGINT
+    assert took < 15, f"the hanging plugin was not killed ({took:.1f}s)"
 
 
 def test_a_failed_add_tears_down_the_networks_before_it(plab: PrivLab) -> None:

@@ -436,7 +436,8 @@ def test_timeout_kills_the_group_and_then_dels(cni_env: CniEnv) -> None:
     sleeper = calls[1]
     assert _gone(sleeper["sleeper_pid"])
     assert _gone(sleeper["pid"])
-    assert all("prevResult" not in c["stdin"] for c in calls[2:])
+    # The cleanup DEL is told what P1 set up (P1's result, as P2 received it).
+    assert all(c["stdin"]["prevResult"] == calls[1]["stdin"]["prevResult"] for c in calls[2:])
     assert_no_leftover_cache(cni_env)
 
 

@@ -275,6 +275,13 @@ def test_unwritable_config_dir_uses_the_default_from_memory(
     assert os.listdir(lab.netconf) == []
 
 
+def test_a_broken_saved_default_is_never_overwritten(lab: Lab) -> None:
+    path = lab.write(defaultnet.DEFAULT_FILE, '{"name": "cnirun", "plugins": [')
+    with pytest.raises(ConfigError, match=f"{path} does not load .*; fix or remove it"):
+        defaultnet.default_network(str(lab.netconf), lab.cni())
+    assert path.read_text() == '{"name": "cnirun", "plugins": ['
+
+
 def test_concurrent_first_uses_write_one_file(lab: Lab) -> None:
     results: list[bytes] = []
 

@@ -1,0 +1,193 @@
+"""End-to-end tests of `cnirun doctor` on this host (root, real plugins and Docker).
+
+The config dir is a private temporary one (via NETCONFPATH), so "healthy" and "broken" are
+both under the test's control; the host-wide checks (Docker, plugins, forwarding, iptables)
+read the real host. Stale state is staged with names of this test's own and removed after.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cnirun import netns
+from cnirun.cni.cache import ResultCache
+from cnirun.cni.types import Result, RuntimeConf
+from tests.e2e.test_privnet import PrivLab, plab_session, read_line
+from tests.leakcheck import assert_no_leaks
+
+pytestmark = pytest.mark.e2e
+
+Report = list[tuple[str, str, str]]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[PrivLab]:
+    yield from plab_session(tmp_path)
+
+
+def doctor(lab: PrivLab, *args: str, **env: str) -> tuple[int, Report, str]:
+    """Run `cnirun doctor`; return its status and its lines as (verdict, subject, detail)."""
+    saved = dict(lab.env)
+    lab.env.update(env)
+    try:
+        res = lab.cnirun("doctor", *args)
+    finally:
+        lab.env = saved
+    report = []
+    for line in res.stdout.splitlines():
+        verdict, rest = line.split(None, 1)
+        subject, _, detail = rest.partition(": ")
+        assert verdict in ("ok", "warn", "FAIL"), line
+        report.append((verdict, subject, detail))
+    return res.returncode, report, res.stderr
+
+
+def lines(report: Report, subject: str) -> list[tuple[str, str]]:
+    return [(v, d) for v, s, d in report if s == subject]
+
+
+def forward_policy() -> str:
+    out = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].split()[2]
+
+
+def write(lab: PrivLab, filename: str, content: object) -> Path:
+    path = lab.netconf / filename
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def test_doctor_on_a_healthy_host(lab: PrivLab) -> None:
+    name, _ = lab.bridge_net()  # bridge + host-local + firewall, cniVersion 1.0.0
+    code, report, stderr = doctor(lab)
+    assert (code, stderr) == (0, "")
+    assert not [r for r in report if r[0] == "FAIL"], report
+    [(verdict, detail)] = lines(report, "docker")
+    assert verdict == "ok" and detail.startswith("engine ") and "(API " in detail
+    assert lines(report, "docker CLI")[0][0] == "ok"
+    assert lines(report, "plugin dirs") == [("ok", "16 plugins in /usr/lib/cni")]
+    assert lines(report, "plugin firewall") == [("ok", "0.4.0, 1.0.0 (/usr/lib/cni/firewall)")]
+    [(verdict, detail)] = lines(report, "config")
+    assert verdict == "ok"
+    assert detail == f'{lab.netconf}/{name}.conflist: network "{name}" (bridge -> firewall, 1.0.0)'
+    assert lines(report, "default network") == [("ok", f'"{name}" ({lab.netconf}/{name}.conflist)')]
+    assert lines(report, "net.ipv4.ip_forward")[0][0] in ("ok", "warn")
+    [(verdict, detail)] = lines(report, "iptables FORWARD")
+    assert verdict == "ok" and detail.startswith(f"policy {forward_policy()}")
+    for subject in ("stale netns", "stale containers", "stale cache"):
+        assert len(lines(report, subject)) == 1
+
+
+def test_doctor_on_an_empty_config_dir_writes_nothing(lab: PrivLab) -> None:
+    code, report, _ = doctor(lab)
+    assert code == 0
+    [(verdict, detail)] = lines(report, "default network")
+    assert verdict == "ok"
+    assert detail == (
+        f'no network config in {lab.netconf}; the built-in default network "cnirun" '
+        "will be created there on first use"
+    )
+    assert list(lab.netconf.iterdir()) == []
+
+
+def test_doctor_on_a_broken_config_dir(lab: PrivLab) -> None:
+    bad = write(lab, "10-bad.conflist", '{"cniVersion": "1.0.0", "name": "bad", "plugins": [')
+    ghost = write(
+        lab,
+        "20-ghost.conflist",
+        {"cniVersion": "1.0.0", "name": "ghost", "plugins": [{"type": "ghostplug"}]},
+    )
+    old = write(
+        lab,
+        "30-old.conflist",
+        {"cniVersion": "0.3.1", "name": "old", "plugins": [{"type": "firewall"}]},
+    )
+    exposed = lab.netname()
+    write(
+        lab,
+        "40-exposed.conflist",
+        {
+            "cniVersion": "1.0.0",
+            "name": exposed,
+            "plugins": [{"type": "bridge", "bridge": lab.bridge(), "ipam": {"type": "host-local"}}],
+        },
+    )
+    code, report, _ = doctor(lab)
+    assert code == 1
+    configs = lines(report, "config")
+    assert configs[:3] == [
+        ("FAIL", f"{bad}: error parsing configuration list: unexpected end of JSON input"),
+        ("FAIL", f'{ghost}: plugin "ghostplug" not found in /usr/lib/cni'),
+        ("FAIL", f"{old}: plugin firewall does not support cniVersion 0.3.1"),
+    ]
+    assert configs[3][0] == "ok"
+    [(verdict, detail)] = lines(report, "iptables FORWARD")
+    if forward_policy() == "DROP":
+        assert verdict == "warn"
+        assert f'traffic of "{exposed}" is dropped beyond the host' in detail
+    else:
+        assert verdict == "ok"
+
+
+def test_doctor_fails_without_docker_or_plugins(lab: PrivLab) -> None:
+    code, report, _ = doctor(lab, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert code == 1
+    [(verdict, detail)] = lines(report, "docker")
+    assert verdict == "FAIL"
+    assert detail.startswith("engine not reachable at unix:///nonexistent/docker.sock: ")
+    assert lines(report, "stale containers") == []  # cannot be asked without Docker
+
+    code, report, _ = doctor(lab, "--cni-path", "/nonexistent/cni")
+    assert code == 1
+    assert lines(report, "plugin dirs") == [
+        ("FAIL", "none of /nonexistent/cni exists (set --cni-path)")
+    ]
+    assert lines(report, "default network")[0][0] == "FAIL"
+
+
+def test_doctor_reports_stale_state_but_not_live_sessions(lab: PrivLab) -> None:
+    tag = secrets.token_hex(4)
+    stale_ns = f"cnirun-privnet-{tag}00000000"  # no session holds its lock
+    stale_cid = f"cnirun-{tag}"
+    container = f"cnirun-test-{tag}-doctor"
+    lab.ids.update({stale_ns, stale_cid, container})
+    name, _ = lab.bridge_net()
+    live = lab.popen(
+        "priv-net-run", "--network", name, "sh", "-c", 'echo "$(ip netns identify)"; exec sleep 30'
+    )
+    try:
+        live_ns = read_line(live)
+        lab.ids.add(live_ns)
+        netns.create_netns(stale_ns)
+        result = Result.decode({"ips": [{"address": "10.252.0.9/24"}]}, "1.0.0")
+        rt = RuntimeConf(stale_cid, f"/run/netns/{stale_cid}", "eth0")
+        ResultCache(str(lab.cache)).write("gone", b"{}", rt, result)
+        subprocess.run(
+            ["docker", "run", "--name", container, "--network", "none", "--label",
+             f"io.cnirun.sandbox=test-{tag}", "busybox:latest", "true"],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+
+        code, report, _ = doctor(lab)
+        assert code == 0
+        [(verdict, detail)] = lines(report, "stale netns")
+        assert verdict == "warn" and detail.startswith("gc would reclaim ")
+        assert stale_ns in detail and live_ns not in detail
+        [(verdict, detail)] = lines(report, "stale containers")
+        assert verdict == "warn" and container in detail
+        [(verdict, detail)] = lines(report, "stale cache")
+        assert verdict == "warn" and f"gone/{stale_cid}/eth0" in detail
+        assert live_ns not in detail  # its cache entry belongs to a live session
+    finally:
+        live.terminate()
+        live.communicate(timeout=30)
+        netns.release_netns(stale_ns)
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        (lab.cache / "results" / f"gone-{stale_cid}-eth0").unlink(missing_ok=True)
+    assert_no_leaks([stale_ns, stale_cid, container], netns_names=[stale_ns], cache_dir=lab.cache)

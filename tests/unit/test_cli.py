@@ -1,0 +1,109 @@
+"""The CLI's dispatch, exit codes and start-up cost (which modules a command imports)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnirun import __version__, cli
+
+HEAVY = ("docker", "pyroute2")
+
+PROBE = """
+import json, sys
+sys.argv = ["cnirun", *json.loads(sys.argv[1])]
+from cnirun.__main__ import main
+try:
+    code = main()
+finally:
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & {"docker", "pyroute2", "typer"})
+    sys.stderr.write("LOADED=" + json.dumps(loaded) + "\\n")
+sys.exit(code)
+"""
+
+
+def probe(
+    args: list[str], tmp_path: Path, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run cnirun in a subprocess; return the result and the heavy modules it imported."""
+    environ = dict(
+        os.environ,
+        CNIRUN_STATE_DIR=str(tmp_path / "state"),
+        NETCONFPATH=str(tmp_path / "net.d"),
+        **env,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+    )
+    marker = [line for line in done.stderr.splitlines() if line.startswith("LOADED=")]
+    assert marker, done.stderr
+    return done, json.loads(marker[-1][len("LOADED=") :])
+
+
+def test_subcommand_words_match_the_app() -> None:
+    import typer
+
+    group = typer.main.get_command(cli.build_app())
+    commands = set(getattr(group, "commands", {}))
+    assert commands - {"run"} == set(cli.SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["net", "--help"], ["network", "ls"]])
+def test_light_commands_do_not_import_docker_or_pyroute2(args: list[str], tmp_path: Path) -> None:
+    done, loaded = probe(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not set(loaded) & set(HEAVY), loaded
+
+
+def test_ps_does_not_import_the_docker_sdk(tmp_path: Path) -> None:
+    done, loaded = probe(["ps"], tmp_path, DOCKER_HOST="unix:///nonexistent.sock")
+    # No daemon here: a clean one-line error, and still no SDK import.
+    assert done.returncode == 125
+    assert "Docker daemon" in done.stderr
+    assert not set(loaded) & set(HEAVY), loaded
+
+
+def test_the_run_path_imports_neither_typer_nor_the_docker_sdk(tmp_path: Path) -> None:
+    (tmp_path / "net.d").mkdir()
+    (tmp_path / "net.d" / "10-x.conflist").write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge"}]})
+    )
+    done, loaded = probe(
+        ["--rm", "busybox", "true"],
+        tmp_path,
+        DOCKER_HOST="unix:///nonexistent.sock",
+        CNI_PATH="/usr/lib/cni",
+    )
+    assert done.returncode == 125
+    assert loaded == [], loaded
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    done, _ = probe(["--version"], tmp_path)
+    assert done.stdout.strip() == f"cnirun version {__version__}"
+    done, _ = probe(["--help"], tmp_path)
+    for word in ("net", "ps", "rm", "gc", "network", "priv-net-run", "doctor"):
+        assert word in done.stdout
+
+
+def test_usage_errors_are_one_line_and_exit_125(tmp_path: Path) -> None:
+    done, _ = probe(["net", "add"], tmp_path)
+    assert done.returncode == 125
+    assert done.stderr.splitlines()[0].startswith("cnirun: error: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_python_dash_m_entry_point() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cnirun", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and __version__ in done.stdout
