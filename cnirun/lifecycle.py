@@ -21,22 +21,28 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from cnirun import netns
+from cnirun import netns, sandboxes
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.cache import cache_dir_from_env
 from cnirun.cni.config import (
     NetworkConfigList,
-    load_default_network,
-    load_network,
     netconf_dir_from_env,
 )
 from cnirun.cni.invoke import plugin_dirs
 from cnirun.cni.types import Result, RuntimeConf
-from cnirun.docker_runtime import LABEL_ROLE, LABEL_SANDBOX, ROLE_WORKLOAD, Docker, Infra, InfraSpec
+from cnirun.docker_runtime import (
+    LABEL_ROLE,
+    LABEL_SANDBOX,
+    LABEL_STATE_DIR,
+    ROLE_WORKLOAD,
+    Docker,
+    Infra,
+    InfraSpec,
+)
 from cnirun.dockerargs import PortMapping, RunArgs
-from cnirun.errors import CnirunError, ExitCode, NoConfigsFoundError, UsageError
+from cnirun.errors import CnirunError, ExitCode, UsageError
 from cnirun.pause import PAUSE_IMAGE
-from cnirun.state import AttachmentRecord, SandboxRecord
+from cnirun.state import AttachmentRecord, SandboxRecord, fault_point, state_dir
 from cnirun.teardown import teardown
 
 log = logging.getLogger(__name__)
@@ -113,10 +119,12 @@ def make_plan(args: RunArgs) -> Plan:
         cache_dir_from_env(),
         timeout=args.cni_timeout or DEFAULT_CNI_TIMEOUT,
     )
+    from cnirun import defaultnet
+
     if args.networks:
-        nets = [load_network(directory, name) for name in args.networks]
+        nets = [defaultnet.load_network_or_default(directory, n, cni) for n in args.networks]
     else:
-        nets = [_default_network(directory, cni)]
+        nets = [defaultnet.resolve_default_network(directory, cni)]
     for net in nets:
         try:
             cni.find_plugins(net)
@@ -143,15 +151,6 @@ def make_plan(args: RunArgs) -> Plan:
         infra_image=args.infra_image or PAUSE_IMAGE,
         ports=ports,
     )
-
-
-def _default_network(directory: str, cni: CNIConfig) -> NetworkConfigList:
-    try:
-        return load_default_network(directory)
-    except NoConfigsFoundError:
-        from cnirun import defaultnet
-
-        return defaultnet.default_network(directory, cni)
 
 
 def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: str) -> NetworkPlan:
@@ -196,12 +195,14 @@ class Session:
             cni_timeout=plan.cni.timeout or DEFAULT_CNI_TIMEOUT,
             image=plan.args.image,
             detach=plan.args.detach,
+            remove=plan.args.remove,
             ports=[p.to_cni() for p in plan.ports],
         )
         self.mode = "abort"  # what a signal does: abort setup, forward, or be ignored
         self.signals: list[int] = []
         self.child: subprocess.Popen[bytes] | None = None
         self.stop_deadline: float | None = None
+        self.started = False  # set once there may be something to tear down
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED_SIGNALS}
@@ -220,7 +221,7 @@ class Session:
             code = e.exit_code
         finally:
             self.mode = "ignore"
-            if not keep:
+            if self.started and not keep:
                 failures = teardown(self.record, self.docker)
                 for failure in failures:
                     print(f"cnirun: warning: teardown: {failure}", file=sys.stderr)
@@ -230,15 +231,23 @@ class Session:
                         "run `cnirun gc` to retry",
                         file=sys.stderr,
                     )
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            # Exiting now: a late signal must not replace the exit status.
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
         return code
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
-        if self.mode == "abort":
+        if self.mode == "abort" or (self.mode == "defer" and len(self.signals) > 1):
             self.mode = "ignore"
             raise Interrupted(signum)
+        if self.mode == "defer":
+            print(
+                f"cnirun: {signal.Signals(signum).name} received: stopping once the "
+                "current CNI ADD is done (again to abort it)",
+                file=sys.stderr,
+            )
+            return
         if self.mode == "forward" and self.child is not None and self.child.poll() is None:
             # A terminal's Ctrl-C already reached the docker CLI (same process group).
             from_terminal = signum == signal.SIGINT and _in_foreground()
@@ -255,8 +264,12 @@ class Session:
 
     def _setup(self) -> Infra:
         plan, record = self.plan, self.record
-        record.save()
+        # First contact with Docker: if it is unreachable, nothing has been created yet.
         self.docker.ensure_infra_image(plan.infra_image)
+        sandboxes.reconcile(self.docker)  # cheap: only detached sandboxes whose workload ended
+        self.started = True
+        record.save()
+        fault_point("record")
         args = plan.args
         infra = self.docker.create_infra(
             InfraSpec(
@@ -268,8 +281,10 @@ class Session:
                 dns_search=args.dns_search,
                 dns_options=args.dns_options,
                 extra_hosts=args.add_hosts,
+                labels={LABEL_STATE_DIR: state_dir()},
             )
         )
+        fault_point("infra")
         record.infra_id, record.hostname = infra.id, infra.hostname
         record.save()
         record.netns_path = netns.netns_path(record.netns_name)
@@ -301,12 +316,20 @@ class Session:
                 cni_args=args.cni_args,
                 capability_args=network.capability_args,
             )
+            # A first signal lets the ADD finish (an ADD cut short leaves state that
+            # only its result can undo); a second one aborts at once.
+            self.mode = "defer"
             try:
                 result = plan.cni.add_network_list(net, rt)
             except CnirunError as e:
                 raise CnirunError(f"network {net.name}: {e}") from None
+            finally:
+                self.mode = "abort"
             record.results[net.name] = result.to_json()
             results.append(result)
+            fault_point("add")
+            if self.signals:
+                raise Interrupted(self.signals[0])
         record.save()
         _write_hosts(infra, results)
         if not args.dns:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,13 @@ def process_start(pid: int) -> str:
     except OSError:
         return ""
     return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the crash-safety tests: `CNIRUN_TEST_KILL_AT=<name>` makes cnirun
+    SIGKILL itself here, exactly as an outside `kill -9` at that moment would."""
+    if os.environ.get("CNIRUN_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def state_dir() -> str:

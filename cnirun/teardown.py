@@ -17,7 +17,7 @@ from cnirun.cni.config import list_from_bytes
 from cnirun.cni.types import RuntimeConf
 from cnirun.docker_runtime import Docker
 from cnirun.errors import CnirunError
-from cnirun.state import SandboxRecord
+from cnirun.state import SandboxRecord, fault_point
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def teardown(record: SandboxRecord, docker: Docker | None, keep_infra: bool = Fa
                 capability_args=attachment.capability_args,
             )
             cni.del_network_list(net, rt)
+            fault_point("teardown")
         except CnirunError as e:
             failures.append(f"network {attachment.network} ({attachment.ifname}): {e}")
     if remover is not None:

@@ -423,7 +423,11 @@ class Rig:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+        for name in self.names:
+            sid = sh(["docker", "inspect", "-f", f'{{{{index .Config.Labels "{LABEL_SANDBOX}"}}}}',
+                      name], check=False).stdout.strip()
+            if sid:
+                self.sandbox_ids.add(sid)
         for sid in self.sandbox_ids:
             ids = sh(["docker", "ps", "-aq", "--filter", f"label={LABEL_SANDBOX}={sid}"]).stdout
             if ids.split():
@@ -434,6 +438,9 @@ class Rig:
                 holder.unlink(missing_ok=True)
         for name in self.names:
             sh(["docker", "rm", "-f", name], check=False)
+        for proc in self.procs:  # their docker CLI children end with their containers
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=10)
         for table in ("nat", "filter"):
             for line in sh(["iptables-save", "-t", table]).stdout.splitlines():
                 needles = list(self.sandbox_ids) + [n.name for n in self.nets]

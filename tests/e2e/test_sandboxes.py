@@ -83,14 +83,17 @@ class Env:
             return []
         return [p.stem for p in directory.glob("*.json")]
 
-    def labelled_containers(self) -> list[str]:
-        out = subprocess.run(
-            ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=io.cnirun.test={self.bridge}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        return out
+    def labelled_containers(self, running: bool = False) -> list[str]:
+        query = [
+            "docker",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            f"label=io.cnirun.test={self.bridge}",
+        ]
+        query += ["--filter", "status=running"] if running else ["--all"]
+        return subprocess.run(query, capture_output=True, text=True, check=True).stdout.split()
 
     def reservations(self) -> list[str]:
         directory = Path("/var/lib/cni/networks") / self.network
@@ -248,7 +251,7 @@ def test_kill_9_during_a_run_then_gc_reclaims_everything(env: Env, point: str) -
 def test_kill_9_while_the_workload_runs_then_gc(env: Env) -> None:
     proc = env.popen("--rm", *run_label(env), "busybox", "sleep", "60")
     deadline = time.monotonic() + 30
-    while not env.labelled_containers() and time.monotonic() < deadline:
+    while not env.labelled_containers(running=True) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert env.labelled_containers(), "the workload never started"
     ids = env.sandbox_ids()
@@ -268,7 +271,7 @@ def test_hanging_plugin_times_out_and_rolls_back(env: Env, tmp_path: Path) -> No
     plugins.mkdir()
     for name in os.listdir(PLUGINS):
         (plugins / name).symlink_to(os.path.join(PLUGINS, name))
-    (plugins / "hang").write_text("#!/bin/sh\n[ \"$CNI_COMMAND\" = ADD ] && sleep 60\nexit 0\n")
+    (plugins / "hang").write_text('#!/bin/sh\n[ "$CNI_COMMAND" = ADD ] && sleep 60\nexit 0\n')
     (plugins / "hang").chmod(0o755)
     conf = json.loads((env.confdir / f"10-{env.network}.conflist").read_text())
     conf["plugins"].append({"type": "hang"})
@@ -294,10 +297,12 @@ def test_hanging_plugin_times_out_and_rolls_back(env: Env, tmp_path: Path) -> No
 def test_infra_killed_from_outside_mid_run(env: Env) -> None:
     proc = env.popen("--rm", *run_label(env), "busybox", "sh", "-c", "sleep 3; exit 4")
     deadline = time.monotonic() + 30
-    while not env.labelled_containers() and time.monotonic() < deadline:
+    while not env.labelled_containers(running=True) and time.monotonic() < deadline:
         time.sleep(0.1)
     [sandbox_id] = env.sandbox_ids()
-    subprocess.run(["docker", "rm", "-f", f"cnirun-infra-{sandbox_id}"], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "rm", "-f", f"cnirun-infra-{sandbox_id}"], check=True, capture_output=True
+    )
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4, err
     env.assert_clean([sandbox_id])
@@ -308,7 +313,10 @@ def test_conflist_changed_between_add_and_del(env: Env, change: str) -> None:
     started = env.cnirun("-d", "--rm", *run_label(env), "-p", "18931:80", "busybox", "sleep", "60")
     assert started.returncode == 0, started.stderr
     [sandbox_id] = env.sandbox_ids()
-    assert "18931" in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    assert (
+        "18931"
+        in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    )
     path = env.confdir / f"10-{env.network}.conflist"
     if change == "edit":
         conf = json.loads(path.read_text())
