@@ -93,15 +93,24 @@ class Docker:
                 return e.status, e.message
             raise DockerRuntimeError(f"docker {method} {path}: {e.message}") from None
 
-    def ensure_infra_image(self, image: str) -> None:
-        """Make sure the infra image exists; build cnirun's pause image when it is missing."""
+    def ensure_infra_image(
+        self, image: str, pull_policy: str | None = None, *, quiet: bool = False
+    ) -> None:
+        """Make sure the infra image exists: build cnirun's pause image, pull any other.
+
+        `pull_policy` and `quiet` are `--pull` and `-q` (see cnirun.pull); the built-in pause
+        image is never pulled, whatever the policy.
+        """
         status, _ = self._try("GET", f"/images/{image}/json")
+        if image != pause.PAUSE_IMAGE:
+            from cnirun import pull
+
+            pull.ensure_image(
+                image, present=status == 200, policy=pull_policy, quiet=quiet, role="infra image"
+            )
+            return
         if status == 200:
             return
-        if image != pause.PAUSE_IMAGE:
-            raise DockerRuntimeError(
-                f"infra image {image} is not present locally: `docker pull {image}` first"
-            )
         log.debug("building %s", image)
         answer = self._call(
             f"build the pause image {image}",

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
@@ -98,10 +98,19 @@ def _docker_cli() -> str:
 
 
 def _plain_docker(args: RunArgs) -> int:
-    """`--network host|none`: no CNI at all, just Docker."""
+    """`--network host|none`: no CNI at all, just Docker.
+
+    Replaces this process with the docker CLI, so signals and the exit status are Docker's
+    own (a child would be orphaned, its container left running, if cnirun were killed).
+    """
     argv = [_docker_cli(), "run", *args.workload_flags, args.image, *args.command]
     log.debug("docker: %s", argv)
-    return subprocess.call(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(argv[0], argv)
+    except OSError as e:
+        raise CnirunError(f"cannot run {argv[0]}: {e.strerror or e}") from None
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -201,7 +210,7 @@ class Session:
         self.mode = "abort"  # what a signal does: abort setup, forward, or be ignored
         self.signals: list[int] = []
         self.child: subprocess.Popen[bytes] | None = None
-        self.stop_deadline: float | None = None
+        self.stopper: threading.Timer | None = None  # kills the workload after the grace time
         self.started = False  # set once there may be something to tear down
 
     def run(self) -> int:
@@ -248,13 +257,10 @@ class Session:
                 file=sys.stderr,
             )
             return
-        if self.mode == "forward" and self.child is not None and self.child.poll() is None:
-            # A terminal's Ctrl-C already reached the docker CLI (same process group).
-            from_terminal = signum == signal.SIGINT and _in_foreground()
-            if not from_terminal:
-                os.kill(self.child.pid, signum)
-            if signum != signal.SIGINT and self.stop_deadline is None:
-                self.stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+        if self.mode == "forward":
+            # Before the docker CLI exists, only record: _run_workload forwards it then.
+            if self.child is not None:
+                self._forward(signum)
             return
         if self.mode == "ignore":
             print(
@@ -265,7 +271,8 @@ class Session:
     def _setup(self) -> Infra:
         plan, record = self.plan, self.record
         # First contact with Docker: if it is unreachable, nothing has been created yet.
-        self.docker.ensure_infra_image(plan.infra_image)
+        # A missing --infra-image is pulled here (per --pull, silent with -q): still nothing made.
+        self.docker.ensure_infra_image(plan.infra_image, plan.args.pull, quiet=plan.args.quiet)
         sandboxes.reconcile(self.docker)  # cheap: only detached sandboxes whose workload ended
         self.started = True
         record.save()
@@ -355,24 +362,41 @@ class Session:
         if self.signals:  # a signal slipped in between setup and here
             raise Interrupted(self.signals[-1])
         self.child = subprocess.Popen(argv)
+        if self.signals:  # arrived while the CLI was being started
+            self._forward(self.signals[-1])
         code = self._wait(self.child)
         self.mode = "ignore"
+        if self.stopper is not None:  # and let a kill in flight finish: it shares our client
+            self.stopper.cancel()
+            self.stopper.join()
         if self.signals and not args.detach:
             self._stop_workload()  # the CLI is gone; make sure the container is too
         return code
 
+    def _forward(self, signum: int) -> None:
+        """Pass a signal to the docker CLI; after SIGTERM/SIGHUP, arm the kill timer."""
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        # A terminal's Ctrl-C already reached the docker CLI (same process group).
+        if not (signum == signal.SIGINT and _in_foreground()):
+            os.kill(child.pid, signum)
+        if signum != signal.SIGINT and self.stopper is None:
+            # The main thread sits in waitpid, which a handler cannot shorten: use a timer.
+            self.stopper = threading.Timer(STOP_GRACE_SECONDS, self._kill_after_grace)
+            self.stopper.daemon = True
+            self.stopper.start()
+
+    def _kill_after_grace(self) -> None:
+        log.debug("workload did not stop in %ss; killing it", STOP_GRACE_SECONDS)
+        try:
+            self._stop_workload()
+        except CnirunError as e:
+            log.debug("cannot kill the workload: %s", e)
+
     def _wait(self, child: subprocess.Popen[bytes]) -> int:
-        while True:
-            try:
-                timeout = None
-                if self.stop_deadline is not None:
-                    timeout = max(0.0, self.stop_deadline - time.monotonic())
-                status = child.wait(timeout=timeout)
-                return 128 - status if status < 0 else status
-            except subprocess.TimeoutExpired:
-                log.debug("workload did not stop in %ss; killing it", STOP_GRACE_SECONDS)
-                self._stop_workload()
-                self.stop_deadline = None
+        status = child.wait()
+        return 128 - status if status < 0 else status
 
     def _stop_workload(self) -> None:
         for container in self.docker.containers(self.plan.sandbox_id, ROLE_WORKLOAD):

@@ -357,7 +357,9 @@ class Rig:
     def finish(self, proc: subprocess.Popen[str], timeout: float = 30) -> Run:
         out, err = proc.communicate(timeout=timeout)
         user, log = split_debug(err)
-        run = Run([str(a) for a in proc.args], proc.returncode, out, user, log)  # type: ignore[union-attr]
+        argv = proc.args
+        assert isinstance(argv, list)
+        run = Run([str(a) for a in argv], proc.returncode, out, user, log)
         self.sandbox_ids.update(run.sandbox_ids)
         return run
 
@@ -366,8 +368,15 @@ class Rig:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = sh(
-                ["docker", "ps", "-a", "--filter", f"name=^{name}$", "--format",
-                 f'{{{{.Label "{LABEL_SANDBOX}"}}}}']
+                [
+                    "docker",
+                    "ps",
+                    "-a",
+                    "--filter",
+                    f"name=^{name}$",
+                    "--format",
+                    f'{{{{.Label "{LABEL_SANDBOX}"}}}}',
+                ]
             ).stdout.split()
             if out:
                 self.sandbox_ids.add(out[0])
@@ -390,7 +399,9 @@ class Rig:
                     leaks += [f"file {p} left behind" for p in sorted((base / sub).iterdir())]
         if self.names:
             fmt = "{{.Names}}"
-            listed = sh(["docker", "ps", "-a", "--filter", f"label={LABEL_SANDBOX}", "--format", fmt])
+            listed = sh(
+                ["docker", "ps", "-a", "--filter", f"label={LABEL_SANDBOX}", "--format", fmt]
+            )
             leaks += [f"workload {n} left behind" for n in listed.stdout.split() if n in self.names]
         for net in self.nets:
             ipam = Path(DEFAULT_IPAM_DIR) / net.name
@@ -424,8 +435,16 @@ class Rig:
             if proc.poll() is None:
                 proc.kill()
         for name in self.names:
-            sid = sh(["docker", "inspect", "-f", f'{{{{index .Config.Labels "{LABEL_SANDBOX}"}}}}',
-                      name], check=False).stdout.strip()
+            sid = sh(
+                [
+                    "docker",
+                    "inspect",
+                    "-f",
+                    f'{{{{index .Config.Labels "{LABEL_SANDBOX}"}}}}',
+                    name,
+                ],
+                check=False,
+            ).stdout.strip()
             if sid:
                 self.sandbox_ids.add(sid)
         for sid in self.sandbox_ids:
@@ -553,8 +572,10 @@ def test_hostname_dns_and_add_host(rig: Rig) -> None:
     host = f"h{rig.tag}"
     dns = str(net.subnet.network_address + 53)
     extra_ip = str(net.subnet.network_address + 250)
-    script = "hostname; cat /etc/hostname; echo ---; cat /etc/resolv.conf; echo ---; " \
+    script = (
+        "hostname; cat /etc/hostname; echo ---; cat /etc/resolv.conf; echo ---; "
         "cat /etc/hosts; echo ---; ip -4 -o addr show dev eth0"
+    )
     run = rig.run(
         "--rm", "-h", host, "--dns", dns, "--dns-search", "one.test", "--dns-search",
         "two.test", "--dns-option", "ndots:3", "--add-host", f"db{rig.tag}:{extra_ip}",
@@ -728,16 +749,20 @@ def test_add_failure_on_second_network_rolls_back_the_first(rig: Rig) -> None:
     assert "no IP addresses available" in run.stderr, run.explain()
     assert b.name in run.stderr
     assert not marker.exists(), "the workload ran although ADD failed"
-    assert taken.read_text() == f"someone-else-{rig.tag}\r\neth0"  # not ours: untouched
+    assert taken.read_bytes() == f"someone-else-{rig.tag}\r\neth0".encode()  # not ours: untouched
     rig.assert_clean([only_sandbox(run)])
 
 
 # -- signals -------------------------------------------------------------------------------
 
-TRAPPING = 'trap "exit 143" TERM; trap "exit 130" INT; echo ready; sleep 30 & wait'
+TRAPPING = (
+    'trap "exit 143" TERM; trap "exit 130" INT; trap "exit 129" HUP; echo ready; sleep 30 & wait'
+)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_signal_mid_run_stops_workload_and_tears_down(rig: Rig, signum: int, code: int) -> None:
     rig.network()
     proc = rig.start("--rm", "--name", rig.name(), IMAGE, "sh", "-c", TRAPPING)
@@ -764,77 +789,146 @@ def test_sigterm_to_a_workload_ignoring_it_escalates_to_kill(rig: Rig) -> None:
     rig.assert_clean([only_sandbox(run)])
 
 
-def test_signal_during_setup_rolls_back(rig: Rig) -> None:
+@pytest.mark.parametrize("signals", [1, 2])
+def test_signal_during_setup_rolls_back(rig: Rig, signals: int) -> None:
+    """A signal during ADD: the first lets the ADD finish, a second aborts it; both roll back."""
     cni_path = rig.fake_plugin()
-    rig.network(extra=[{"type": "fake", "fake": {"ADD": {"sleep": 20}}}])
+    rig.network(extra=[{"type": "fake", "fake": {"ADD": {"sleep": 3}}}])
     marker, args = marker_args(rig)
     proc = rig.start("--rm", *args, env=rig.env(CNI_PATH=cni_path))
     wait_for(lambda: rig.fake_calls() or proc.poll() is not None, 20, "the slow ADD to start")
     started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
     run = rig.finish(proc)
+    elapsed = time.monotonic() - started
     assert run.returncode == 143, run.explain()
-    assert time.monotonic() - started < 10
+    assert elapsed < (2.5 if signals == 2 else 10), elapsed
     assert not marker.exists(), "the workload ran although setup was interrupted"
     sid = only_sandbox(run)
     assert [c["cmd"] for c in rig.fake_calls()] == ["ADD", "DEL"]
     rig.assert_clean([sid])
 
 
+def test_signals_during_teardown_do_not_abort_it(rig: Rig) -> None:
+    cni_path = rig.fake_plugin()
+    rig.network(extra=[{"type": "fake", "fake": {"DEL": {"sleep": 1.5}}}])
+    proc = rig.start("--rm", IMAGE, "sh", "-c", TRAPPING, env=rig.env(CNI_PATH=cni_path))
+    assert read_line(proc) == "ready"
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: len(rig.fake_calls()) == 2, 15, "the slow DEL to start")
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        proc.send_signal(signum)
+        time.sleep(0.1)
+    run = rig.finish(proc)
+    assert run.returncode == 143, run.explain()
+    assert "finishing teardown first" in run.stderr, run.explain()
+    assert "cnirun: warning" not in run.stderr, run.explain()
+    assert [c["cmd"] for c in rig.fake_calls()] == ["ADD", "DEL"]
+    calls = re.findall(r"plugin \S+/([\w-]+) CNI_COMMAND=(\w+)", run.debug)
+    assert calls == [("bridge", "ADD"), ("fake", "ADD"), ("fake", "DEL"), ("bridge", "DEL")]
+    rig.assert_clean([only_sandbox(run)])
+
+
+def test_sigterm_with_plain_docker_networking(rig: Rig) -> None:
+    """`--network none` is plain `docker run`: a SIGTERM still reaches the workload."""
+    name = rig.name()
+    proc = rig.start("--rm", "--network", "none", "--name", name, IMAGE, "sh", "-c", TRAPPING)
+    assert read_line(proc) == "ready"
+    proc.send_signal(signal.SIGTERM)
+    run = rig.finish(proc)
+    assert run.returncode == 143, run.explain()
+    wait_for(lambda: not rig.leaks([]), 5, "the workload container to be removed")
+
+
 # -- an interactive session ----------------------------------------------------------------
 
 
-def _pty_read_until(fd: int, needle: bytes, timeout: float, seen: bytearray) -> None:
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        left = deadline - time.monotonic()
-        assert left > 0, f"{needle!r} not seen within {timeout}s; got {bytes(seen)!r}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
+class Terminal:
+    """cnirun running on a pseudo-terminal, as from an interactive shell."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: exec cnirun with the pty as its controlling terminal
             try:
-                chunk = os.read(fd, 4096)
-            except OSError as e:
-                if e.errno != errno.EIO:
-                    raise
-                chunk = b""
-            assert chunk, f"EOF before {needle!r}; got {bytes(seen)!r}"
-            seen += chunk
+                os.chdir(REPO)
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        self.seen = bytearray()
+
+    def _read(self, timeout: float) -> bytes | None:
+        """The next output, b"" at EOF, None when nothing came within `timeout`."""
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return None
+        try:
+            chunk = os.read(self.fd, 4096)
+        except OSError as e:
+            if e.errno != errno.EIO:  # EIO: the other side is closed
+                raise
+            chunk = b""
+        self.seen += chunk
+        return chunk
+
+    def expect(self, needle: bytes, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.seen:
+            chunk = self._read(deadline - time.monotonic())
+            assert chunk, f"{needle!r} not seen within {timeout}s; got {bytes(self.seen)!r}"
+
+    def send(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def exit_code(self, timeout: float = 30) -> int:
+        """Drain the output until the pty closes, then reap cnirun."""
+        deadline = time.monotonic() + timeout
+        while chunk := self._read(deadline - time.monotonic()):
+            pass
+        assert chunk is not None, f"cnirun did not exit; got {bytes(self.seen)!r}"
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return os.waitstatus_to_exitcode(status)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
 
 
 def test_interactive_tty_session(rig: Rig) -> None:
     rig.network()
     name = rig.name()
     argv = rig.argv(["--rm", "-it", "--name", name, IMAGE, "sh"], debug=False)
-    env = rig.env(TERM="xterm")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec cnirun on the pty
-        try:
-            os.chdir(REPO)
-            os.execve(argv[0], argv, env)
-        finally:
-            os._exit(127)
+    term = Terminal(argv, rig.env(TERM="xterm"))
     try:
-        seen = bytearray()
-        _pty_read_until(fd, b"# ", 30, seen)
+        term.expect(b"# ", 30)
         sid = rig.workload_sandbox(name)
-        os.write(fd, b"echo $((6*7))\r")
-        _pty_read_until(fd, b"42\r\n", 10, seen)
-        os.write(fd, b"exit 3\r")
-        deadline = time.monotonic() + 30
-        while True:  # drain until the pty closes, then reap
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, "cnirun did not exit after `exit 3`"
-            try:
-                if not os.read(fd, 4096):
-                    break
-            except OSError:
-                break
-        _, status = os.waitpid(pid, 0)
-        pid = 0
+        term.send(b"echo $((6*7))\r")
+        term.expect(b"42\r\n")
+        term.send(b"exit 3\r")
+        assert term.exit_code() == 3, bytes(term.seen)
     finally:
-        os.close(fd)
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 3, bytes(seen)
+        term.close()
+    rig.assert_clean([sid])
+
+
+def test_ctrl_c_in_a_terminal_without_tty(rig: Rig) -> None:
+    """Ctrl-C reaches cnirun and the docker CLI together; the workload gets one SIGINT."""
+    rig.network()
+    name = rig.name()
+    script = 'n=0; trap "n=$((n+1))" INT; echo ready; sleep 2 & wait; echo "ints=$n"; exit 5'
+    argv = rig.argv(["--rm", "--name", name, IMAGE, "sh", "-c", script], debug=False)
+    term = Terminal(argv, rig.env(TERM="xterm"))
+    try:
+        term.expect(b"ready", 30)
+        sid = rig.workload_sandbox(name)
+        term.send(b"\x03")
+        code = term.exit_code()
+    finally:
+        term.close()
+    assert code == 5 and b"ints=1" in term.seen, bytes(term.seen)
     rig.assert_clean([sid])
