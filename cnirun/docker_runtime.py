@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +195,20 @@ class Docker:
             query={"all": 1, "filters": json.dumps({"label": wanted})},
         )
         return found
+
+    def created_since(self, since: float, sandbox_id: str, role: str) -> bool:
+        """Whether the daemon has created a container of this sandbox and role since `since`.
+
+        Reads the event log, so it also sees containers that are already removed again.
+        """
+        filters = {
+            "type": ["container"],
+            "event": ["create"],
+            "label": [f"{LABEL_SANDBOX}={sandbox_id}", f"{LABEL_ROLE}={role}"],
+        }
+        until = time.time() + 0.001  # the log is read up to now; `until` ends the stream
+        query = {"since": f"{since:.6f}", "until": f"{until:.6f}", "filters": json.dumps(filters)}
+        return self._call("read Docker events", "GET", "/events", query=query) is not None
 
     def kill(self, container: str) -> None:
         """SIGKILL a running container; a stopped or missing one is fine."""

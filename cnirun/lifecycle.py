@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CNI_TIMEOUT = 120.0
 # How long a workload gets to stop after SIGTERM/SIGHUP before it is killed (as `docker stop`).
 STOP_GRACE_SECONDS = float(os.environ.get("CNIRUN_STOP_TIMEOUT", "10"))
+# How long a create request sent by a docker CLI that a signal stopped may still land.
+LATE_CREATE_SECONDS = 1.0
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -361,6 +364,7 @@ class Session:
         self.mode = "forward"
         if self.signals:  # a signal slipped in between setup and here
             raise Interrupted(self.signals[-1])
+        launched = time.time()
         self.child = subprocess.Popen(argv)
         if self.signals:  # arrived while the CLI was being started
             self._forward(self.signals[-1])
@@ -370,7 +374,7 @@ class Session:
             self.stopper.cancel()
             self.stopper.join()
         if self.signals and not args.detach:
-            self._stop_workload()  # the CLI is gone; make sure the container is too
+            self._stop_workload_after_signal(launched)  # the CLI is gone: so must be its container
         return code
 
     def _forward(self, signum: int) -> None:
@@ -398,10 +402,35 @@ class Session:
         status = child.wait()
         return 128 - status if status < 0 else status
 
+    def _stop_workload_after_signal(self, launched: float) -> None:
+        """Kill or remove the workload once its CLI has exited after a signal.
+
+        A signal can stop the docker CLI while its create request is in flight, and the daemon
+        still creates that container afterwards: unless the event log shows the create, wait
+        briefly for such a late container (only this rare path pays for it).
+        """
+        sandbox = self.plan.sandbox_id
+        try:
+            created = self.docker.created_since(launched, sandbox, ROLE_WORKLOAD)
+            self._stop_workload()
+            deadline = time.monotonic() + LATE_CREATE_SECONDS
+            while not created and time.monotonic() < deadline:
+                time.sleep(0.05)
+                if self.docker.containers(sandbox, ROLE_WORKLOAD):
+                    log.debug("a workload container appeared after its docker CLI had exited")
+                    self._stop_workload()
+                    return
+        except CnirunError as e:  # the workload's exit status still counts; gc can finish this
+            print(f"cnirun: warning: cannot stop the workload: {e}", file=sys.stderr)
+
     def _stop_workload(self) -> None:
         for container in self.docker.containers(self.plan.sandbox_id, ROLE_WORKLOAD):
-            if container.get("State") == "running":
+            state = container.get("State")
+            if state == "running":
                 self.docker.kill(container["Id"])
+            elif state == "created":
+                # The CLI was stopped between create and start: nothing will ever start it.
+                self.docker.remove(container["Id"])
 
 
 def _in_foreground() -> bool:

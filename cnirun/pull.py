@@ -7,6 +7,7 @@ workload image is not pulled here: the docker CLI that runs it does that with th
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from cnirun import engine
 from cnirun.errors import DockerRuntimeError
 
 __all__ = ["POLICIES", "ProgressDisplay", "ensure_image", "human_size", "progress_text", "pull"]
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("missing", "always", "never")
 BAR_WIDTH = 50
@@ -68,7 +71,7 @@ def pull(
     """Pull one image (":latest" when untagged) through the engine, showing progress on `display`.
 
     Uses the Docker SDK, imported only now: it reads registry credentials (config.json and
-    credential helpers) exactly as the docker CLI does, which is worth its import time here.
+    credential helpers) as the docker CLI does, which is worth its import time here.
 
     Raises:
         DockerRuntimeError: the engine or the registry refused or failed the pull.
@@ -76,8 +79,9 @@ def pull(
     import docker
     import requests
 
+    log.debug("docker: pull %s (platform %s)", image, platform or "default")
     try:
-        # The daemon cnirun.engine talks to (TLS hosts were refused before we got here).
+        # The daemon cnirun.engine talks to (cnirun refuses TLS and ssh hosts before any pull).
         client = docker.APIClient(base_url=engine.docker_host(), version="auto")
         try:
             events = client.pull(image, stream=True, decode=True, platform=platform)

@@ -26,6 +26,8 @@ is_installed() {
 
 install_packages() {
     local wanted=(docker.io containernetworking-plugins busybox-static iptables iproute2)
+    # e2e: a private registry for the pull tests, a Debian rootfs for the image test's base.
+    wanted+=(docker-registry debootstrap)
     command -v make >/dev/null || wanted+=(make)
     command -v python3 >/dev/null || wanted+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || wanted+=(python3-pip)

@@ -57,7 +57,7 @@ SCRUBBED_ENV = (
     "CNIRUN_DEBUG",
     "CNIRUN_STOP_TIMEOUT",
 )
-INFRA_RE = re.compile(r"cnirun-infra-([0-9a-f]{32})")
+SANDBOX_RE = re.compile(r"(?:cnirun-(?:infra-)?|io\.cnirun\.sandbox=)([0-9a-f]{32})\b")
 DEBUG_PREFIX = "cnirun: DEBUG: "
 
 # The seed README's example, byte for byte (tabs included).
@@ -179,7 +179,7 @@ class Run:
 
     @property
     def sandbox_ids(self) -> list[str]:
-        return list(dict.fromkeys(INFRA_RE.findall(self.debug)))
+        return list(dict.fromkeys(SANDBOX_RE.findall(self.debug)))
 
     def explain(self) -> str:
         return f"{shlex.join(self.argv)} -> {self.returncode}\n{self.stderr}{self.debug}"
@@ -354,8 +354,10 @@ class Rig:
         self.procs.append(proc)
         return proc
 
-    def finish(self, proc: subprocess.Popen[str], timeout: float = 30) -> Run:
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 30, read: str = "") -> Run:
+        """Wait for a started cnirun; `read` is stderr the test already consumed."""
         out, err = proc.communicate(timeout=timeout)
+        err = read + err
         user, log = split_debug(err)
         argv = proc.args
         assert isinstance(argv, list)
@@ -637,12 +639,18 @@ def test_publish_without_portmap_is_refused(rig: Rig) -> None:
 
 def test_two_networks(rig: Rig) -> None:
     a, b = rig.network(), rig.network()
-    run = rig.run("--rm", "--network", a.name, "--net", b.name, IMAGE, "ip", "-4", "-o", "addr")
+    script = "ip -4 -o addr; echo ---; hostname; echo ---; cat /etc/hosts"
+    run = rig.run("--rm", "--network", a.name, "--net", b.name, IMAGE, "sh", "-c", script)
     assert run.returncode == 0, run.explain()
     assert_quiet(run)
-    (eth0,) = ipv4_of(run.stdout, "eth0")
-    (eth1,) = ipv4_of(run.stdout, "eth1")
+    addrs, hostname, hosts = run.stdout.split("---\n")
+    (eth0,) = ipv4_of(addrs, "eth0")
+    (eth1,) = ipv4_of(addrs, "eth1")
     assert eth0.ip in a.subnet and eth1.ip in b.subnet
+    # Docker's default hostname (the infra's short ID) maps to both CNI addresses.
+    entries = [line.split() for line in hosts.splitlines()]
+    assert [str(eth0.ip), hostname.strip()] in entries, hosts
+    assert [str(eth1.ip), hostname.strip()] in entries, hosts
     # ADD in the order given, DEL in reverse.
     calls = re.findall(r"CNI_COMMAND=(ADD|DEL) .*?CNI_IFNAME=(eth\d)", run.debug)
     assert calls == [("ADD", "eth0"), ("ADD", "eth1"), ("DEL", "eth1"), ("DEL", "eth0")]
@@ -660,6 +668,15 @@ def test_network_host_and_none_bypass_cni(rig: Rig) -> None:
     for run in (none, host):
         assert run.sandbox_ids == [] and "CNI_COMMAND" not in run.debug, run.explain()
     rig.assert_clean([])
+
+
+def test_unreachable_docker_creates_nothing(rig: Rig) -> None:
+    rig.network()
+    env = rig.env(DOCKER_HOST=f"unix://{rig.tmp}/no-docker.sock")
+    run = rig.run("--rm", IMAGE, "true", env=env)
+    assert run.returncode == 125, run.explain()
+    assert "cannot connect to the Docker daemon" in run.stderr, run.explain()
+    rig.assert_nothing_created(run)
 
 
 # -- the infra container and the held netns ------------------------------------------------
@@ -809,6 +826,26 @@ def test_signal_during_setup_rolls_back(rig: Rig, signals: int) -> None:
     sid = only_sandbox(run)
     assert [c["cmd"] for c in rig.fake_calls()] == ["ADD", "DEL"]
     rig.assert_clean([sid])
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.02, 0.03, 0.04, 0.06, 0.1, 0.2])
+def test_sigterm_while_the_workload_starts(rig: Rig, delay: float) -> None:
+    """A SIGTERM just as the docker CLI starts: whatever it had created is gone afterwards."""
+    rig.network()
+    name = rig.name()
+    env = rig.env(CNIRUN_STOP_TIMEOUT="2")  # the trap may not be set yet: then a kill ends it
+    proc = rig.start("--rm", "--name", name, IMAGE, "sh", "-c", TRAPPING, env=env)
+    assert proc.stderr is not None
+    read = ""
+    while "CNI_COMMAND=ADD" not in (line := proc.stderr.readline()):
+        assert line, "cnirun ended before its ADD"
+        read += line
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    run = rig.finish(proc, read=read + line)
+    assert run.returncode in (143, 137), run.explain()
+    assert "cnirun: warning" not in run.stderr, run.explain()
+    rig.assert_clean([only_sandbox(run)])
 
 
 def test_signals_during_teardown_do_not_abort_it(rig: Rig) -> None:
