@@ -144,7 +144,7 @@ def main(argv: Sequence[str]) -> int:
         if [a for a in args if a != "--debug"] == ["--help"]:
             return _typer(["run", "--help"])
         return _run(args)
-    if first is not None and first not in SUBCOMMANDS | TYPER_OPTIONS:
+    if first is not None and first.split("=", 1)[0] not in SUBCOMMANDS | TYPER_OPTIONS:
         return _run(args)
     return _typer(args)
 

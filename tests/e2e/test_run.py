@@ -232,7 +232,7 @@ class Rig:
         self.sandbox_ids: set[str] = set()
         self.names: list[str] = []
         self.procs: list[subprocess.Popen[str]] = []
-        self.debris: list[Path] = []
+        self.planted: list[Path] = []  # files a test put in place itself: no leak
 
     # -- resources ------------------------------------------------------------------------
 
@@ -255,8 +255,6 @@ class Rig:
         *,
         portmap: bool = False,
         extra: Sequence[dict[str, Any]] = (),
-        ipam: dict[str, Any] | None = None,
-        prefix: str = "10",
     ) -> Net:
         """Write a bridge+host-local conflist (plus portmap and `extra` plugins)."""
         index = len(self.nets)
@@ -272,7 +270,6 @@ class Rig:
                     "type": "host-local",
                     "subnet": str(net.subnet),
                     "routes": [{"dst": "0.0.0.0/0"}],
-                    **(ipam or {}),
                 },
             }
         ]
@@ -280,7 +277,7 @@ class Rig:
             plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
         plugins += extra
         conf = {"cniVersion": "1.0.0", "name": net.name, "plugins": plugins}
-        path = self.netconf_dir / f"{prefix}-{net.name}.conflist"
+        path = self.netconf_dir / f"10-{net.name}.conflist"
         path.write_text(json.dumps(conf, indent=2))
         return net
 
@@ -408,7 +405,7 @@ class Rig:
         for net in self.nets:
             ipam = Path(DEFAULT_IPAM_DIR) / net.name
             if ipam.is_dir():
-                held = [p.name for p in ipam.iterdir() if p not in self.debris]
+                held = [p.name for p in ipam.iterdir() if p not in self.planted]
                 held = [n for n in held if n != "lock" and not n.startswith("last_reserved_ip")]
                 leaks += [f"host-local reservation {ipam / n}" for n in held]
         rules = sh(["iptables-save"]).stdout.splitlines()
@@ -759,7 +756,7 @@ def test_add_failure_on_second_network_rolls_back_the_first(rig: Rig) -> None:
     ipam.mkdir(parents=True, exist_ok=True)
     taken = ipam / only
     taken.write_text(f"someone-else-{rig.tag}\r\neth0")
-    rig.debris.append(taken)
+    rig.planted.append(taken)
     marker, args = marker_args(rig)
     run = rig.run("--rm", "--network", a.name, "--network", b.name, *args)
     assert run.returncode == 125, run.explain()

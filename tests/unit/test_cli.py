@@ -107,3 +107,22 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "cnirun", "--version"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and __version__ in done.stdout
+
+
+COMPLETION_ENV = {
+    "bash": {"COMP_WORDS": "cnirun ne", "COMP_CWORD": "1"},
+    "zsh": {"_TYPER_COMPLETE_ARGS": "cnirun ne"},
+    "fish": {"_TYPER_COMPLETE_ARGS": "cnirun ne", "_TYPER_COMPLETE_FISH_ACTION": "get-args"},
+}
+
+
+@pytest.mark.parametrize("shell", sorted(COMPLETION_ENV))
+def test_shell_completion(shell: str, tmp_path: Path) -> None:
+    from typer._completion_shared import get_completion_script
+
+    script = get_completion_script(prog_name="cnirun", complete_var="_CNIRUN_COMPLETE", shell=shell)
+    assert "_CNIRUN_COMPLETE" in script
+    # What the installed script asks cnirun at each <TAB>: subcommands are completed.
+    done, _ = probe([], tmp_path, _CNIRUN_COMPLETE=f"complete_{shell}", **COMPLETION_ENV[shell])
+    assert done.returncode == 0, done.stderr
+    assert "net" in done.stdout and "network" in done.stdout
