@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from cnirun import netns, sandboxes
-from cnirun.cni.api import CNIConfig
+from cnirun.cni.api import DEFAULT_TIMEOUT, CNIConfig
 from cnirun.cni.cache import cache_dir_from_env
 from cnirun.cni.config import (
     NetworkConfigList,
@@ -42,26 +42,17 @@ from cnirun.docker_runtime import (
 )
 from cnirun.dockerargs import PortMapping, RunArgs
 from cnirun.errors import CnirunError, ExitCode, UsageError
+from cnirun.interrupts import HANDLED_SIGNALS, Interrupted, in_foreground
 from cnirun.pause import PAUSE_IMAGE
 from cnirun.state import AttachmentRecord, SandboxRecord, fault_point, state_dir
 from cnirun.teardown import teardown
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CNI_TIMEOUT = 120.0
 # How long a workload gets to stop after SIGTERM/SIGHUP before it is killed (as `docker stop`).
 STOP_GRACE_SECONDS = float(os.environ.get("CNIRUN_STOP_TIMEOUT", "10"))
 # How long a create request sent by a docker CLI that a signal stopped may still land.
 LATE_CREATE_SECONDS = 1.0
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread when a signal arrives during setup (like KeyboardInterrupt)."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 @dataclass
@@ -129,7 +120,7 @@ def make_plan(args: RunArgs) -> Plan:
     cni = CNIConfig(
         plugin_dirs(args.cni_path),
         cache_dir_from_env(),
-        timeout=args.cni_timeout or DEFAULT_CNI_TIMEOUT,
+        timeout=args.cni_timeout or DEFAULT_TIMEOUT,
     )
     from cnirun import defaultnet
 
@@ -204,7 +195,7 @@ class Session:
             netns_name=f"cnirun-{plan.sandbox_id}",
             cache_dir=plan.cni.cache.cache_dir,
             plugin_dirs=list(plan.cni.plugin_dirs),
-            cni_timeout=plan.cni.timeout or DEFAULT_CNI_TIMEOUT,
+            cni_timeout=plan.cni.timeout or DEFAULT_TIMEOUT,
             image=plan.args.image,
             detach=plan.args.detach,
             remove=plan.args.remove,
@@ -383,7 +374,7 @@ class Session:
         if child is None or child.poll() is not None:
             return
         # A terminal's Ctrl-C already reached the docker CLI (same process group).
-        if not (signum == signal.SIGINT and _in_foreground()):
+        if not (signum == signal.SIGINT and in_foreground()):
             os.kill(child.pid, signum)
         if signum != signal.SIGINT and self.stopper is None:
             # The main thread sits in waitpid, which a handler cannot shorten: use a timer.
@@ -431,13 +422,6 @@ class Session:
             elif state == "created":
                 # The CLI was stopped between create and start: nothing will ever start it.
                 self.docker.remove(container["Id"])
-
-
-def _in_foreground() -> bool:
-    try:
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (OSError, ValueError):
-        return False
 
 
 def _b64(data: bytes) -> str:

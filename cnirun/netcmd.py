@@ -17,14 +17,12 @@ import typer
 
 from cnirun.cli import guarded
 from cnirun.cni import validate
-from cnirun.cni.api import CNIConfig
+from cnirun.cni.api import DEFAULT_TIMEOUT, CNIConfig
 from cnirun.cni.cache import cache_dir_from_env
 from cnirun.cni.config import NetworkConfigList, load_network, netconf_dir_from_env
 from cnirun.cni.invoke import plugin_dirs
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import UsageError
-
-DEFAULT_TIMEOUT = 120.0
 
 app = typer.Typer(
     help="Run CNI operations on a network namespace, like cnitool.",

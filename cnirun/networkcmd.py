@@ -351,8 +351,7 @@ def remove_network(netconf_dir: str, cache: ResultCache, name: str, force: bool)
             net = find_network(netconf_dir, name)
             if not force and not defaultnet.created_by_cnirun(net):
                 raise ConfigError(
-                    f"{net.source} was not created by cnirun; refusing to remove it "
-                    "(use --force)"
+                    f"{net.source} was not created by cnirun; refusing to remove it (use --force)"
                 )
             live = attachments(cache, name)
             if live and not force:
@@ -446,6 +445,7 @@ FORMAT = typer.Option("table", "--format", help="table or json.")
 FORCE = typer.Option(
     False, "--force", "-f", help="Also remove files cnirun did not create, or in use."
 )
+
 
 def _guarded(body: Callable[[], None]) -> None:
     # Imported here: cnirun.cli imports this module while it registers its commands.

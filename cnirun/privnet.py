@@ -23,12 +23,13 @@ import typer
 
 from cnirun import defaultnet, netns
 from cnirun.cni import validate
-from cnirun.cni.api import CNIConfig
+from cnirun.cni.api import DEFAULT_TIMEOUT, CNIConfig
 from cnirun.cni.cache import cache_dir_from_env
 from cnirun.cni.config import NetworkConfigList, netconf_dir_from_env
 from cnirun.cni.invoke import plugin_dirs
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import CnirunError, ExitCode, NetnsError, TeardownError, UsageError
+from cnirun.interrupts import HANDLED_SIGNALS, Interrupted, in_foreground
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,6 @@ NETNS_PREFIX = "cnirun-privnet-"
 # A session holds an flock on LOCK_DIR/<netns name>.lock from before its netns exists until
 # its teardown ends, so gc and doctor can tell a live session from a leftover (is_live).
 LOCK_DIR = "/run/cnirun/privnet"
-DEFAULT_CNI_TIMEOUT = 120.0
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Interrupted(BaseException):
-    """Raised from the signal handler while ADDs run, to abandon the setup (like Ctrl-C)."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 @dataclass(frozen=True)
@@ -76,7 +67,7 @@ def make_plan(options: PrivNetOptions) -> Plan:
     Raises:
         CnirunError: the first problem, naming the network or flag.
     """
-    timeout = options.timeout if options.timeout is not None else DEFAULT_CNI_TIMEOUT
+    timeout = options.timeout if options.timeout is not None else DEFAULT_TIMEOUT
     if timeout <= 0:
         raise UsageError(f"--cni-timeout must be positive, got {timeout:g}")
     directory = netconf_dir_from_env(options.netconf_dir)
@@ -227,7 +218,7 @@ class Session:
 
     def _forward(self, child: subprocess.Popen[bytes], signum: int) -> None:
         # Ctrl-C in a terminal already reached the child: it is in our process group.
-        if signum == signal.SIGINT and _in_foreground():
+        if signum == signal.SIGINT and in_foreground():
             return
         try:
             os.kill(child.pid, signum)
@@ -301,14 +292,6 @@ class Session:
         return failures
 
 
-def _in_foreground() -> bool:
-    try:
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (OSError, ValueError):
-        return False
-
-
-
 # -- the typer command ----------------------------------------------------------------------
 
 NETWORK = typer.Option(
@@ -318,7 +301,7 @@ NETCONF_DIR = typer.Option(None, "--netconf-dir", help="Config dir [env NETCONFP
 CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [env CNI_PATH].")
 CNI_ARGS = typer.Option(None, "--cni-args", help="CNI_ARGS pair K=V (repeatable).")
 CNI_TIMEOUT = typer.Option(
-    None, "--cni-timeout", help=f"Seconds a plugin call may take [default {DEFAULT_CNI_TIMEOUT:g}]."
+    None, "--cni-timeout", help=f"Seconds a plugin call may take [default {DEFAULT_TIMEOUT:g}]."
 )
 COMMAND = typer.Argument(..., help="The command to run inside the namespace, and its arguments.")
 CONTEXT = {"allow_interspersed_args": False}

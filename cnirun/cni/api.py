@@ -34,6 +34,9 @@ from cnirun.errors import CacheError, CNIError, CnirunError, MultiError
 
 log = logging.getLogger(__name__)
 
+# Seconds a plugin call may take when the caller does not say (cri-dockerd allows 220).
+DEFAULT_TIMEOUT = 120.0
+
 Attachment = tuple[str, str]  # (container ID, interface name)
 
 

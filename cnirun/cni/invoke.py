@@ -146,8 +146,7 @@ def _decode_error_object(stdout: bytes) -> tuple[int, str, str]:
         obj = {}
     if not isinstance(obj, dict):
         raise ValueError(
-            f"json: cannot unmarshal {types.go_json_kind(obj)} "
-            "into Go value of type types.Error"
+            f"json: cannot unmarshal {types.go_json_kind(obj)} into Go value of type types.Error"
         )
     code = _error_field(obj, "code")
     if code is None:
