@@ -39,6 +39,7 @@ from cnirun.docker_runtime import (
     Docker,
     Infra,
     InfraSpec,
+    infra_name,
 )
 from cnirun.dockerargs import PortMapping, RunArgs
 from cnirun.errors import CnirunError, ExitCode, UsageError
@@ -191,7 +192,7 @@ class Session:
         self.docker = Docker()
         self.record = SandboxRecord(
             id=plan.sandbox_id,
-            infra_name=f"cnirun-infra-{plan.sandbox_id}",
+            infra_name=infra_name(plan.sandbox_id),
             netns_name=f"cnirun-{plan.sandbox_id}",
             cache_dir=plan.cni.cache.cache_dir,
             plugin_dirs=list(plan.cni.plugin_dirs),
@@ -287,7 +288,6 @@ class Session:
         )
         fault_point("infra")
         record.infra_id, record.hostname = infra.id, infra.hostname
-        record.save()
         record.netns_path = netns.netns_path(record.netns_name)
         record.save()
         netns.hold_netns(f"/proc/{infra.pid}/ns/net", record.netns_name)

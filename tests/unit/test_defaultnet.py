@@ -371,7 +371,7 @@ def test_plan_uses_the_default_network_and_a_unique_valid_id(lab: Lab) -> None:
     second = privnet.make_plan(options(lab))
     assert [n.name for n in first.networks] == ["cnirun"]
     assert first.name.startswith("cnirun-privnet-") and first.name != second.name
-    assert first.cni.timeout == privnet.DEFAULT_CNI_TIMEOUT
+    assert first.cni.timeout == privnet.DEFAULT_TIMEOUT
 
 
 def test_plan_loads_named_networks_in_order(lab: Lab) -> None:
