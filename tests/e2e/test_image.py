@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cnirun import __version__
+from tests.e2e.common import seed_bridge
 from tests.leakcheck import assert_no_leaks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,21 +105,7 @@ def test_cnirun_runs_a_workload_from_its_container_image(cnirun_image: str, tmp_
         directory.mkdir()
     # The CNI README's example network, on a bridge and subnet of this test's own.
     (netconf / f"10-{network}.conf").write_text(
-        json.dumps(
-            {
-                "cniVersion": "0.2.0",
-                "name": network,
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": True,
-                "ipMasq": True,
-                "ipam": {
-                    "type": "host-local",
-                    "subnet": str(subnet),
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            }
-        )
+        json.dumps(seed_bridge(network, bridge, str(subnet)))
     )
     container = f"cnirun-image-test-{tag}"
     # State and cache at the same paths inside and out, so a host-side gc could reclaim them.

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.common import clean_environ
 from tests.leakcheck import DEFAULT_CACHE_DIR, DEFAULT_IPAM_DIR, assert_no_leaks, find_leaks
 
 pytestmark = pytest.mark.e2e
@@ -36,19 +37,6 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = "/usr/lib/cni"
 NETNS_DIR = "/run/netns"
-# Variables the caller's environment must not leak into a test's cnirun run.
-SCRUBBED_ENV = (
-    "NETCONFPATH",
-    "CNI_PATH",
-    "CNI_ARGS",
-    "CAP_ARGS",
-    "CNI_IFNAME",
-    "CNI_COMMAND",
-    "CNI_CONTAINERID",
-    "CNI_NETNS",
-    "CNIRUN_CACHE_DIR",
-    "CNIRUN_DEBUG",
-)
 CLI_TIMEOUT = 60
 JSONDict = dict[str, Any]
 
@@ -237,7 +225,7 @@ class Lab:
 
     def env(self, **extra: str | None) -> dict[str, str]:
         """cnitool-style environment: NETCONFPATH and CNI_PATH set, other CNI inputs unset."""
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+        env = clean_environ()
         env["NETCONFPATH"] = str(self.netconf_dir)
         env["CNI_PATH"] = PLUGIN_DIR
         for key, value in extra.items():

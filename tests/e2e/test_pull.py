@@ -33,12 +33,11 @@ import pytest
 
 from cnirun.pause import pause_binary
 from cnirun.pull import ProgressDisplay, human_size, progress_text
+from tests.e2e.common import split_stderr
 from tests.leakcheck import assert_no_leaks
 
 PLUGINS = "/usr/lib/cni"
 REGISTRY_BIN = "docker-registry"
-DEBUG_PREFIX = "cnirun: DEBUG: "
-TRACEBACK_PREFIX = "cnirun: ERROR: traceback"
 INFRA_RE = re.compile(r"cnirun-infra-([0-9a-f]{32})")
 BAR_RE = re.compile(r"\[=*>\s*\] [\d.]+[kMG]?B/[\d.]+[kMG]?B")
 CURSOR_UP_RE = re.compile(r"\x1b\[\d+A")
@@ -196,22 +195,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 # -- a private cnirun world -------------------------------------------------------------------
 
 
-def split_debug(stderr: str) -> tuple[str, str]:
-    """(what a user sees, the DEBUG lines and the traceback --debug adds to an error)."""
-    user, debug = [], []
-    in_traceback = False
-    for line in stderr.splitlines(keepends=True):
-        if line.startswith((DEBUG_PREFIX, TRACEBACK_PREFIX)):
-            in_traceback = line.startswith(TRACEBACK_PREFIX)
-            debug.append(line)
-        elif in_traceback and not line.startswith("cnirun: "):
-            debug.append(line)
-        else:
-            in_traceback = False
-            user.append(line)
-    return "".join(user), "".join(debug)
-
-
 @dataclass
 class Run:
     returncode: int
@@ -270,7 +253,7 @@ class Env:
             timeout=timeout,
             check=False,
         )
-        user, debug = split_debug(done.stderr)
+        user, debug = split_stderr(done.stderr)
         ids = list(dict.fromkeys(INFRA_RE.findall(debug)))
         self.sandbox_ids.update(ids)
         return Run(done.returncode, done.stdout, user, debug, ids)

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.common import clean_environ, split_stderr
 from tests.leakcheck import DEFAULT_IPAM_DIR, find_leaks
 
 pytestmark = pytest.mark.e2e
@@ -42,23 +43,7 @@ IMAGE = "busybox:latest"
 PAUSE_IMAGE = "cnirun/pause:1"
 LABEL_SANDBOX = "io.cnirun.sandbox"
 CLI_TIMEOUT = 60
-# Variables of the caller's environment that must not reach a test's cnirun.
-SCRUBBED_ENV = (
-    "NETCONFPATH",
-    "CNI_PATH",
-    "CNI_ARGS",
-    "CAP_ARGS",
-    "CNI_IFNAME",
-    "CNI_COMMAND",
-    "CNI_CONTAINERID",
-    "CNI_NETNS",
-    "CNIRUN_CACHE_DIR",
-    "CNIRUN_STATE_DIR",
-    "CNIRUN_DEBUG",
-    "CNIRUN_STOP_TIMEOUT",
-)
 SANDBOX_RE = re.compile(r"(?:cnirun-(?:infra-)?|io\.cnirun\.sandbox=)([0-9a-f]{32})\b")
-DEBUG_PREFIX = "cnirun: DEBUG: "
 
 # The seed README's example, byte for byte (tabs included).
 SEED_MYNET = """{
@@ -196,22 +181,6 @@ class Net:
         return str(self.subnet.network_address + 1)
 
 
-def split_debug(stderr: str) -> tuple[str, str]:
-    """Separate cnirun's DEBUG lines (and a --debug traceback) from what a user sees."""
-    user, debug = [], []
-    in_traceback = False
-    for line in stderr.splitlines(keepends=True):
-        if line.startswith(DEBUG_PREFIX) or line.startswith("cnirun: ERROR: traceback"):
-            in_traceback = line.startswith("cnirun: ERROR: traceback")
-            debug.append(line)
-        elif in_traceback and not line.startswith("cnirun: "):
-            debug.append(line)
-        else:
-            in_traceback = False
-            user.append(line)
-    return "".join(user), "".join(debug)
-
-
 class Rig:
     """One test's private world: netconf, cache, state and plugin dirs, networks and cleanup.
 
@@ -297,7 +266,7 @@ class Rig:
     # -- running cnirun -------------------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+        env = clean_environ()
         env.update(
             NETCONFPATH=str(self.netconf_dir),
             CNI_PATH=PLUGIN_DIR,
@@ -332,7 +301,7 @@ class Rig:
             timeout=timeout,
             check=False,
         )
-        user, log = split_debug(proc.stderr)
+        user, log = split_stderr(proc.stderr)
         run = Run(argv, proc.returncode, proc.stdout, user, log)
         self.sandbox_ids.update(run.sandbox_ids)
         return run
@@ -355,7 +324,7 @@ class Rig:
         """Wait for a started cnirun; `read` is stderr the test already consumed."""
         out, err = proc.communicate(timeout=timeout)
         err = read + err
-        user, log = split_debug(err)
+        user, log = split_stderr(err)
         argv = proc.args
         assert isinstance(argv, list)
         run = Run([str(a) for a in argv], proc.returncode, out, user, log)
