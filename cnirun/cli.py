@@ -146,6 +146,10 @@ def main(argv: Sequence[str]) -> int:
         return _run(args)
     if first is not None and first.split("=", 1)[0] not in SUBCOMMANDS | TYPER_OPTIONS:
         return _run(args)
+    if first in SUBCOMMANDS and "--help" not in args:
+        from cnirun.sandboxes import reconcile_quietly
+
+        reconcile_quietly()  # detached sandboxes whose workload ended are reclaimed by any command
     return _typer(args)
 
 

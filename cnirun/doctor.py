@@ -363,7 +363,12 @@ CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [
 
 
 def command(netconf_dir: str | None = NETCONF_DIR, cni_path: str | None = CNI_PATH) -> None:
-    """Check Docker, the CNI plugins and configs, forwarding and stale state; exit 1 on FAIL."""
+    """Check Docker, the CNI plugins and configs, forwarding and stale state; exit 1 on FAIL.
+
+    \b
+    Example:
+      cnirun doctor --netconf-dir /etc/cni/net.d
+    """
     from cnirun.cli import guarded  # here: cnirun.cli imports this module at start-up
 
     code = guarded(lambda: doctor(netconf_dir, cni_path, lambda c: print(c.line(), flush=True)))

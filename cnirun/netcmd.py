@@ -49,7 +49,7 @@ VALID = typer.Option(
 ALL_STALE = typer.Option(
     False, "--all", help="Treat every cached attachment of NETWORK as stale (like cnitool gc)."
 )
-JSON_OUTPUT = typer.Option(False, "--json", help="Print JSON instead of a table.")
+FORMAT = typer.Option("table", "--format", help="Output format: table or json.")
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,12 @@ def add(
     cache_dir: str | None = CACHE_DIR,
     timeout: float = TIMEOUT,
 ) -> None:
-    """ADD the namespace to NETWORK and print the result JSON."""
+    """ADD the namespace to NETWORK and print the result JSON.
+
+    \b
+    Example:
+      ip netns add demo && cnirun net add mynet /run/netns/demo
+    """
 
     def body() -> None:
         target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
@@ -218,7 +223,12 @@ def gc(
     cache_dir: str | None = CACHE_DIR,
     timeout: float = TIMEOUT,
 ) -> None:
-    """DEL every cached attachment of NETWORK not listed with --valid, then run plugin GC."""
+    """DEL every cached attachment of NETWORK not listed with --valid, then run plugin GC.
+
+    \b
+    Example:
+      cnirun net gc mynet --valid cnitool-0123456789abcdef0123/eth0
+    """
 
     def body() -> None:
         if not valid and not all_stale:
@@ -265,7 +275,7 @@ def version(
     netconf_dir: str | None = NETCONF_DIR,
     cni_path: str | None = CNI_PATH,
     timeout: float = TIMEOUT,
-    as_json: bool = JSON_OUTPUT,
+    output: str = FORMAT,
 ) -> None:
     """Show the CNI versions each plugin of NETWORK supports (VERSION)."""
 
@@ -275,7 +285,9 @@ def version(
         for plugin in target.net.plugins:
             info = target.cni.version_info(plugin.type)
             rows.append({"type": plugin.type, "supportedVersions": list(info.supported_versions)})
-        if as_json:
+        if output not in ("table", "json"):
+            raise UsageError(f"unknown --format {output!r}: use table or json")
+        if output == "json":
             print(
                 json.dumps(
                     {

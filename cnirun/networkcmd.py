@@ -473,7 +473,13 @@ def create(
     netconf_dir: str | None = NETCONF_DIR,
     cni_path: str | None = CNI_PATH,
 ) -> None:
-    """Write a new network config, NAME.conflist, into the config dir."""
+    """Write a new network config, NAME.conflist, into the config dir.
+
+    \b
+    Examples:
+      cnirun network create web --subnet 10.78.5.0/24
+      cnirun network create lan --driver macvlan --parent eth1
+    """
 
     def body() -> None:
         req = CreateRequest(

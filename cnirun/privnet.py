@@ -321,6 +321,11 @@ def command(
     first network of the config dir, or else cnirun's built-in default (created on first use).
     Everything is torn down when COMMAND exits, fails to start, or cnirun gets a signal.
     Exits with COMMAND's status.
+
+    \b
+    Examples:
+      cnirun priv-net-run ifconfig
+      cnirun priv-net-run --network mynet -- ping -c1 10.22.0.1
     """
     options = PrivNetOptions(
         networks=tuple(network or ()),

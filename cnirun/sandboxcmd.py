@@ -32,7 +32,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("ps")
     def ps(all_states: bool = ALL, output: str = FORMAT) -> None:
-        """List sandboxes: workload, networks, addresses, ports and state."""
+        """List sandboxes: workload, networks, addresses, ports and state.
+
+        \b
+        Examples:
+          cnirun ps
+          cnirun ps -a --format json
+        """
 
         def body() -> None:
             from cnirun import sandboxes
@@ -69,7 +75,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("inspect")
     def inspect(refs: list[str] = REFS) -> None:
-        """Show sandboxes as JSON: CNI results per network, ports, hostname, netns."""
+        """Show sandboxes as JSON: CNI results per network, ports, hostname, netns.
+
+        \b
+        Example:
+          cnirun inspect web
+        """
 
         def body() -> None:
             from cnirun import sandboxes
@@ -100,18 +111,34 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stop")
     def stop(refs: list[str] = REFS) -> None:
-        """Stop workloads and tear their sandboxes down (the stopped container stays)."""
+        """Stop workloads and tear their sandboxes down (the stopped container stays).
+
+        \b
+        Example:
+          cnirun stop web
+        """
         guarded(lambda: _remove(refs, force=True, stop_only=True))
 
     @app.command("rm")
     def rm(refs: list[str] = REFS, force: bool = FORCE) -> None:
-        """Remove workloads and tear their sandboxes down."""
+        """Remove workloads and tear their sandboxes down.
+
+        \b
+        Example:
+          cnirun rm -f web
+        """
         guarded(lambda: _remove(refs, force=force, stop_only=False))
 
     @app.command("gc")
     def gc(dry_run: bool = DRY_RUN) -> None:
         """Reclaim every sandbox, infra container, netns holder and CNI attachment of
-        cnirun's whose owner is gone. Live sandboxes and others' attachments are never touched."""
+        cnirun's whose owner is gone. Live sandboxes and others' attachments are never touched.
+
+        \b
+        Examples:
+          cnirun gc --dry-run
+          cnirun gc
+        """
 
         def body() -> None:
             from cnirun import sandboxes

@@ -273,6 +273,22 @@ def _gc_attachments(
             report.failures.append(f"network {name}: CNI GC: {e}")
 
 
+def _detached_and_unowned(sandbox_id: str) -> bool:
+    try:
+        record = state.load(sandbox_id)
+    except CnirunError:
+        return False
+    return record.detach and not record.owner_alive()
+
+
+def reconcile_quietly() -> None:
+    """`reconcile` for commands that do not otherwise need Docker: problems are only logged."""
+    try:
+        reconcile(Docker())
+    except CnirunError as e:
+        log.debug("reconciling sandboxes: %s", e)
+
+
 def privnet_live(name: str) -> bool:
     """A `priv-net-run` session (netns and CNI container ID share its name) still running."""
     from cnirun import privnet
@@ -282,8 +298,8 @@ def privnet_live(name: str) -> bool:
 
 def reconcile(docker: Docker) -> None:
     """The cheap part of gc, run at the start of commands: tear down detached sandboxes
-    whose workload has exited or vanished."""
-    if not state.list_ids():
+    whose workload has exited or vanished. Asks Docker only when such sandboxes exist."""
+    if not any(_detached_and_unowned(sandbox_id) for sandbox_id in state.list_ids()):
         return
     sandboxes, _ = load_all(docker)
     for sandbox in sandboxes:

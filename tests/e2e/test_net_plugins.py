@@ -809,7 +809,7 @@ def test_status_and_version(lab: Lab) -> None:
     lab.quiet("status", network, "/run/netns/ignored")  # cnitool's NETNS argument is accepted
 
     text = lab.ok("version", network, cache=False)
-    listed = json.loads(lab.ok("version", network, "--json", cache=False))
+    listed = json.loads(lab.ok("version", network, "--format", "json", cache=False))
     assert listed["network"] == network and listed["cniVersion"] == "1.0.0"
     assert [p["type"] for p in listed["plugins"]] == types
     lines = text.splitlines()
