@@ -6,8 +6,11 @@ ends by asserting that nothing of its own is left.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -359,3 +362,88 @@ def test_twenty_parallel_runs_and_gc_racing(env: Env) -> None:
     assert all(g.returncode == 0 for g in gc_runs), [g.stderr for g in gc_runs]
     assert gc_runs, "gc never ran alongside the runs"
     env.assert_clean([])
+
+
+def _free_test_subnet() -> str:
+    """A random 10.241.N.0/24 that no host route covers (other runs may hold some)."""
+    routes = subprocess.run(
+        ["ip", "-o", "-4", "route", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    taken = {line.split()[0] for line in routes.splitlines() if line.startswith("10.241.")}
+    free = [f"10.241.{n}.0/24" for n in range(256) if f"10.241.{n}.0/24" not in taken]
+    return free[int(uuid.uuid4().hex[:4], 16) % len(free)]
+
+
+def test_default_network_on_an_empty_config_dir(env: Env) -> None:
+    from cnirun.defaultnet import DEFAULT_FILE
+
+    suffix = uuid.uuid4().hex[:6]
+    subnet = _free_test_subnet()
+    gateway = subnet.replace(".0/24", ".1")
+    # Same private dirs as the fixture, but the network and bridge are the built-in default's.
+    default = replace(env, network=f"dn{suffix}", bridge=f"dn{suffix}", subnet=subnet)
+    (env.confdir / f"10-{env.network}.conflist").unlink()
+    assert list(env.confdir.iterdir()) == []
+    script = f"ip -o -4 addr show eth0; ping -c1 -W2 {gateway}"
+    notice = f'using the built-in default network "{default.network}"'
+    saved = env.confdir / DEFAULT_FILE
+    ids: list[str] = []
+    try:
+        runs = []
+        for _ in range(2):
+            run = default.cnirun(
+                "--debug", "--rm", *run_label(default), "busybox", "sh", "-c", script,
+                CNIRUN_DEFAULT_NETWORK=default.network,
+                CNIRUN_DEFAULT_BRIDGE=default.bridge,
+                CNIRUN_DEFAULT_SUBNET=subnet,
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            ids += sorted(set(re.findall(r"cnirun-infra-([0-9a-f]{32})", run.stderr)))
+            address = run.stdout.split()[3]
+            assert ipaddress.ip_interface(address) in ipaddress.ip_network(subnet), run.stdout
+            assert "1 packets received" in run.stdout, run.stdout
+            runs.append(run)
+        first, second = runs
+        assert notice in first.stderr, first.stderr
+        [line] = [x for x in first.stderr.splitlines() if notice in x]
+        for part in (default.bridge, subnet, str(saved), "--network", str(env.confdir)):
+            assert part in line, line
+        assert notice not in second.stderr, second.stderr
+        assert len(ids) == 2, ids  # one sandbox per run, seen in the debug log
+
+        assert [p.name for p in env.confdir.iterdir() if not p.name.startswith(".")] == [
+            DEFAULT_FILE
+        ]
+        conf = json.loads(saved.read_text())
+        assert conf["name"] == default.network
+        assert conf["cnirun"]["default"] is True
+        main = conf["plugins"][0]
+        assert main["type"] == "bridge" and main["bridge"] == default.bridge
+        assert main["ipam"]["ranges"] == [[{"subnet": subnet, "gateway": gateway}]]
+        default.assert_clean(ids)
+    finally:
+        subprocess.run(["ip", "link", "del", default.bridge], capture_output=True, check=False)
+        shutil.rmtree(Path("/var/lib/cni/networks") / default.network, ignore_errors=True)
+    assert_no_leaks(ids, links=[default.bridge])
+    assert not (Path("/var/lib/cni/networks") / default.network).exists()
+
+
+def test_parallel_rm_of_the_same_sandbox_is_safe(env: Env) -> None:
+    for attempt in range(3):
+        name = f"p{attempt}-{env.bridge}"
+        started = env.cnirun(
+            "-d", "--rm", "--name", name, *run_label(env), "busybox", "sleep", "60"
+        )
+        assert started.returncode == 0, started.stderr
+        [sandbox_id] = env.sandbox_ids()
+        removers = [env.popen("rm", "-f", name) for _ in range(2)]
+        outcomes = [(p, *p.communicate(timeout=90)) for p in removers]
+        for proc, out, err in outcomes:
+            assert "Traceback" not in err, err
+            if proc.returncode == 0:
+                assert out.strip() == name, (out, err)
+            else:
+                assert proc.returncode == 125, (attempt, proc.returncode, err)
+                assert err.strip() == f"cnirun: error: no such sandbox: {name}", (attempt, err)
+        assert any(p.returncode == 0 for p, _, _ in outcomes), [e for _, _, e in outcomes]
+        env.assert_clean([sandbox_id])
