@@ -146,7 +146,7 @@ def main(argv: Sequence[str]) -> int:
         return _run(args)
     if first is not None and first.split("=", 1)[0] not in SUBCOMMANDS | TYPER_OPTIONS:
         return _run(args)
-    if first in SUBCOMMANDS and "--help" not in args:
+    if first in SUBCOMMANDS - {"gc"} and "--help" not in args:  # gc (--dry-run) does its own
         from cnirun.sandboxes import reconcile_quietly
 
         reconcile_quietly()  # detached sandboxes whose workload ended are reclaimed by any command

@@ -8,11 +8,14 @@ netns holder, and each CNI attachment with its config, args and capability args.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -119,6 +122,25 @@ class SandboxRecord:
 
     def delete(self) -> None:
         _unlink(self.path)
+
+
+@contextlib.contextmanager
+def sandbox_lock(sandbox_id: str) -> Iterator[bool]:
+    """Hold one sandbox's lock; yields whether its record still exists. The lock file goes
+    with the record, so a waiter that then gets the lock finds no record."""
+    path = record_path(sandbox_id)[: -len(".json")] + ".lock"
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise CnirunError(f"cannot lock sandbox {sandbox_id}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield os.path.exists(record_path(sandbox_id))
+        if not os.path.exists(record_path(sandbox_id)):
+            _unlink(path)
+    finally:
+        os.close(fd)
 
 
 def record_path(sandbox_id: str) -> str:

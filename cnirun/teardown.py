@@ -17,13 +17,24 @@ from cnirun.cni.config import list_from_bytes
 from cnirun.cni.types import RuntimeConf
 from cnirun.docker_runtime import Docker
 from cnirun.errors import CnirunError
-from cnirun.state import SandboxRecord, fault_point
+from cnirun.state import SandboxRecord, fault_point, sandbox_lock
 
 log = logging.getLogger(__name__)
 
 
 def teardown(record: SandboxRecord, docker: Docker | None, keep_infra: bool = False) -> list[str]:
-    """Undo everything the record says was set up; return what could not be undone."""
+    """Undo everything the record says was set up; return what could not be undone.
+
+    Holds the sandbox's lock: of two teardowns at once (`rm` twice, `rm` and `gc`), the
+    second waits, then finds the record gone and has nothing to do.
+    """
+    with sandbox_lock(record.id) as recorded:
+        if not recorded:
+            return []
+        return _teardown(record, docker, keep_infra)
+
+
+def _teardown(record: SandboxRecord, docker: Docker | None, keep_infra: bool) -> list[str]:
     failures: list[str] = []
     remover: threading.Thread | None = None
     if docker is not None and not keep_infra:
