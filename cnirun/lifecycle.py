@@ -7,6 +7,7 @@ created; each step is recorded before it happens, and teardown runs on every exi
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -425,8 +426,6 @@ class Session:
 
 
 def _b64(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(data).decode()
 
 

@@ -564,6 +564,27 @@ def test_hostname_dns_and_add_host(rig: Rig) -> None:
     rig.assert_clean([only_sandbox(run)])
 
 
+def test_resolv_conf_takes_the_dns_of_the_cni_result(rig: Rig) -> None:
+    """Without --dns, the DNS a plugin returns (bridge copies its config's `dns`) is used."""
+    net = rig.network()
+    path = rig.netconf_dir / f"10-{net.name}.conflist"
+    conf = json.loads(path.read_text())
+    server = str(net.subnet.network_address + 1)
+    conf["plugins"][0]["dns"] = {"nameservers": [server], "search": [f"cni{rig.tag}.test"]}
+    path.write_text(json.dumps(conf))
+    run = rig.run("--rm", IMAGE, "cat", "/etc/resolv.conf")
+    assert run.returncode == 0, run.explain()
+    lines = run.stdout.splitlines()
+    assert f"nameserver {server}" in lines
+    assert f"search cni{rig.tag}.test" in lines
+    # An explicit --dns wins over the result's.
+    run = rig.run("--rm", "--dns", "10.9.9.9", IMAGE, "cat", "/etc/resolv.conf")
+    assert run.returncode == 0, run.explain()
+    assert "nameserver 10.9.9.9" in run.stdout.splitlines()
+    assert f"nameserver {server}" not in run.stdout.splitlines()
+    rig.assert_clean(sorted(rig.sandbox_ids))
+
+
 def test_publish_with_portmap(rig: Rig) -> None:
     """`-p HOST:80` answers on 127.0.0.1 and the bridge gateway; SIGTERM ends it cleanly."""
     net = rig.network(portmap=True)
