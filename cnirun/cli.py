@@ -80,6 +80,11 @@ def guarded(action: Callable[[], T]) -> T:
 
         report(e)
         raise typer.Exit(e.exit_code) from None
+    except OSError as e:  # a system error nothing more specific caught: still one line
+        import typer
+
+        report(CnirunError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)))
+        raise typer.Exit(ExitCode.CNIRUN_ERROR) from None
 
 
 @functools.cache
@@ -187,3 +192,6 @@ def _run(args: list[str]) -> int:
     except CnirunError as e:
         report(e)
         return e.exit_code
+    except OSError as e:  # a system error nothing more specific caught: still one line
+        report(CnirunError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)))
+        return ExitCode.CNIRUN_ERROR

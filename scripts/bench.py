@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,6 +92,7 @@ def main() -> int:
             timed([sys.executable, "-m", "cnirun", "--help"], env) for _ in range(options.runs)
         ]
         subprocess.run(["ip", "link", "del", "cnibench0"], stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree("/var/lib/cni/networks/cnirunbench", ignore_errors=True)
 
     median_ours, median_theirs = statistics.median(ours), statistics.median(theirs)
     median_cpu = statistics.median(cpu)

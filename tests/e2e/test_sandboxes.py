@@ -155,6 +155,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
     for container in environment.labelled_containers():
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
     subprocess.run(["ip", "link", "del", environment.bridge], capture_output=True, check=False)
+    # host-local keeps a per-network dir (lock, last reserved IP) that no DEL removes.
+    shutil.rmtree(Path("/var/lib/cni/networks") / environment.network, ignore_errors=True)
 
 
 def run_label(env: Env) -> list[str]:
