@@ -71,6 +71,12 @@ def report(error: BaseException) -> None:
     print(f"cnirun: error: {message}", file=sys.stderr, flush=True)
 
 
+def system_error(error: OSError) -> CnirunError:
+    """A system error nothing more specific caught, as one line (never a traceback)."""
+    text = error.strerror or str(error)
+    return CnirunError(f"{text}: {error.filename}" if error.filename else text)
+
+
 def guarded(action: Callable[[], T]) -> T:
     """Run a command body, turning cnirun's errors into one line and exit 125."""
     try:
@@ -80,10 +86,10 @@ def guarded(action: Callable[[], T]) -> T:
 
         report(e)
         raise typer.Exit(e.exit_code) from None
-    except OSError as e:  # a system error nothing more specific caught: still one line
+    except OSError as e:
         import typer
 
-        report(CnirunError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)))
+        report(system_error(e))
         raise typer.Exit(ExitCode.CNIRUN_ERROR) from None
 
 
@@ -192,6 +198,6 @@ def _run(args: list[str]) -> int:
     except CnirunError as e:
         report(e)
         return e.exit_code
-    except OSError as e:  # a system error nothing more specific caught: still one line
-        report(CnirunError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)))
+    except OSError as e:
+        report(system_error(e))
         return ExitCode.CNIRUN_ERROR

@@ -217,8 +217,3 @@ class Docker:
     def stop(self, container: str, timeout: int = 10) -> None:
         """Stop a container like `docker stop` (SIGTERM, then SIGKILL after `timeout`)."""
         self._try("POST", f"/containers/{container}/stop", query={"t": timeout})
-
-    def server_version(self) -> dict[str, Any]:
-        """`docker version`'s server part."""
-        answer: dict[str, Any] = self._call("ask the Docker daemon its version", "GET", "/version")
-        return answer

@@ -22,7 +22,7 @@ from cnirun.state import SandboxRecord, fault_point, sandbox_lock
 log = logging.getLogger(__name__)
 
 
-def teardown(record: SandboxRecord, docker: Docker | None, keep_infra: bool = False) -> list[str]:
+def teardown(record: SandboxRecord, docker: Docker) -> list[str]:
     """Undo everything the record says was set up; return what could not be undone.
 
     Holds the sandbox's lock: of two teardowns at once (`rm` twice, `rm` and `gc`), the
@@ -31,22 +31,20 @@ def teardown(record: SandboxRecord, docker: Docker | None, keep_infra: bool = Fa
     with sandbox_lock(record.id) as recorded:
         if not recorded:
             return []
-        return _teardown(record, docker, keep_infra)
+        return _teardown(record, docker)
 
 
-def _teardown(record: SandboxRecord, docker: Docker | None, keep_infra: bool) -> list[str]:
+def _teardown(record: SandboxRecord, docker: Docker) -> list[str]:
     failures: list[str] = []
-    remover: threading.Thread | None = None
-    if docker is not None and not keep_infra:
 
-        def remove_infra() -> None:
-            try:
-                docker.remove(record.infra_id or record.infra_name)
-            except CnirunError as e:
-                failures.append(str(e))
+    def remove_infra() -> None:
+        try:
+            docker.remove(record.infra_id or record.infra_name)
+        except CnirunError as e:
+            failures.append(str(e))
 
-        remover = threading.Thread(target=remove_infra, name="remove-infra")
-        remover.start()
+    remover = threading.Thread(target=remove_infra, name="remove-infra")
+    remover.start()
     cni = CNIConfig(record.plugin_dirs, record.cache_dir, timeout=record.cni_timeout)
     for attachment in reversed(record.attachments):
         try:
@@ -62,8 +60,7 @@ def _teardown(record: SandboxRecord, docker: Docker | None, keep_infra: bool) ->
             fault_point("teardown")
         except CnirunError as e:
             failures.append(f"network {attachment.network} ({attachment.ifname}): {e}")
-    if remover is not None:
-        remover.join()
+    remover.join()
     if record.netns_name:
         try:
             netns.release_netns(record.netns_name)
