@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 
 def main() -> int:
@@ -24,5 +25,23 @@ def main() -> int:
                 handle.write(f"{usage.ru_utime + usage.ru_stime}\n")
 
 
+def entry() -> NoReturn:
+    """The `cnirun` command: main(), then exit without the interpreter's own teardown.
+
+    By then every file cnirun opened is closed and every thread joined; tearing the
+    interpreter down (modules, objects) would only add ~20 ms to each run.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written
+            pass
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        sys.exit(code)  # a thread still runs (none should): let the interpreter wait for it
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,14 @@ ROLE_INFRA = "infra"
 ROLE_WORKLOAD = "workload"
 
 
+def _same_netns(pid: int) -> bool:
+    """Whether process `pid` is in cnirun's own network namespace."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError as e:
+        raise DockerRuntimeError(f"cannot read the infra's network namespace: {e}") from None
+
+
 def infra_name(sandbox_id: str) -> str:
     """The infra container's deterministic name."""
     return f"cnirun-infra-{sandbox_id}"
@@ -34,16 +43,12 @@ def infra_name(sandbox_id: str) -> str:
 
 @dataclass(frozen=True)
 class InfraSpec:
-    """What the infra container is created with (the flags Docker refuses on the workload)."""
+    """What the infra container is created with (the UTS flags Docker refuses on the workload)."""
 
     sandbox_id: str
     image: str
     hostname: str | None = None
     domainname: str | None = None
-    dns: tuple[str, ...] = ()
-    dns_search: tuple[str, ...] = ()
-    dns_options: tuple[str, ...] = ()
-    extra_hosts: tuple[tuple[str, str], ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -56,8 +61,6 @@ class Infra:
     pid: int
     hostname: str
     domainname: str
-    hosts_path: str
-    resolv_conf_path: str
 
 
 class Docker:
@@ -130,7 +133,12 @@ class Docker:
             raise DockerRuntimeError(f"cannot build the pause image {image}: {answer['error']}")
 
     def create_infra(self, spec: InfraSpec) -> Infra:
-        """Create and start the infra container (`--net=none`, labelled, restart never)."""
+        """Create and start the infra container: network mode none, labelled, restart never.
+
+        With NetworkDisabled, Docker makes no network sandbox for it (that alone costs more
+        than starting a container) and runc gives it a fresh network namespace with only `lo`,
+        up: what CNI needs. Docker then writes no hosts or resolv.conf: see cnirun.etcfiles.
+        """
         name = infra_name(spec.sandbox_id)
         labels = {
             LABEL_SANDBOX: spec.sandbox_id,
@@ -138,16 +146,12 @@ class Docker:
             LABEL_VERSION: __version__,
             **spec.labels,
         }
-        host_config: dict[str, Any] = {"NetworkMode": "none", "RestartPolicy": {"Name": "no"}}
-        if spec.dns:
-            host_config["Dns"] = list(spec.dns)
-        if spec.dns_search:
-            host_config["DnsSearch"] = list(spec.dns_search)
-        if spec.dns_options:
-            host_config["DnsOptions"] = list(spec.dns_options)
-        if spec.extra_hosts:
-            host_config["ExtraHosts"] = [f"{host}:{ip}" for host, ip in spec.extra_hosts]
-        body: dict[str, Any] = {"Image": spec.image, "Labels": labels, "HostConfig": host_config}
+        body: dict[str, Any] = {
+            "Image": spec.image,
+            "Labels": labels,
+            "NetworkDisabled": True,
+            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no"}},
+        }
         if spec.hostname:
             body["Hostname"] = spec.hostname
         if spec.domainname:
@@ -165,6 +169,11 @@ class Docker:
         pid = int(info["State"].get("Pid") or 0)
         if not info["State"].get("Running") or pid <= 0:
             raise DockerRuntimeError(f"the infra container {name} exited right after it started")
+        if _same_netns(pid):
+            # CNI would then configure the host's own network: never go on.
+            raise DockerRuntimeError(
+                f"the infra container {name} shares this host's network namespace"
+            )
         log.debug("docker: started infra %s, pid %d", name, pid)
         return Infra(
             id=container_id,
@@ -172,8 +181,6 @@ class Docker:
             pid=pid,
             hostname=info["Config"].get("Hostname") or "",
             domainname=info["Config"].get("Domainname") or "",
-            hosts_path=info.get("HostsPath") or "",
-            resolv_conf_path=info.get("ResolvConfPath") or "",
         )
 
     def remove(self, container: str) -> None:

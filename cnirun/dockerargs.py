@@ -194,6 +194,9 @@ _KINDS: dict[str, _Kind] = {
     **dict.fromkeys(
         ("detach", "rm", "interactive", "tty", "name", "pull", "platform", "quiet"), _Kind.RECORD
     ),
+    # Recorded so that cnirun's own /etc/hosts and /etc/resolv.conf mounts give way to the
+    # user's and are read-only under --read-only, as Docker's are.
+    **dict.fromkeys(("read-only", "volume", "mount"), _Kind.RECORD),
     **dict.fromkeys(
         ("hostname", "domainname", "dns", "dns-search", "dns-option", "add-host"), _Kind.INFRA
     ),
@@ -300,6 +303,8 @@ class RunArgs:
     pull: str | None = None
     quiet: bool = False
     platform: str | None = None
+    read_only: bool = False
+    mount_targets: tuple[str, ...] = ()  # container paths of -v/--mount, normalised
     workload_flags: tuple[str, ...] = ()
     image: str
     command: tuple[str, ...] = ()
@@ -354,6 +359,8 @@ class _State:
     pull: str | None = None
     quiet: bool = False
     platform: str | None = None
+    read_only: bool = False
+    mount_targets: list[str] = field(default_factory=list)
 
 
 def parse_run_args(argv: Sequence[str]) -> RunArgs:
@@ -411,6 +418,8 @@ def parse_run_args(argv: Sequence[str]) -> RunArgs:
         pull=state.pull,
         quiet=state.quiet,
         platform=state.platform,
+        read_only=state.read_only,
+        mount_targets=tuple(state.mount_targets),
         workload_flags=tuple(workload),
         image=image,
         command=tuple(command),
@@ -646,6 +655,47 @@ def _apply_record(state: _State, occ: _Occurrence) -> None:
         state.pull = value
     elif name == "platform":
         state.platform = value
+    elif name == "read-only":
+        state.read_only = _parse_bool(occ)
+    elif name == "volume":
+        state.mount_targets.append(_volume_target(value))
+    elif name == "mount":
+        target = _mount_target(value)
+        if target:
+            state.mount_targets.append(target)
+
+
+# The modes `-v SRC:DST:MODE` accepts (docker's linux parser); `-v DST:MODE` is a volume.
+_VOLUME_MODES = frozenset(
+    "rw ro z Z nocopy shared rshared slave rslave private rprivate delegated cached consistent"
+    .split()
+)
+
+
+def _volume_target(spec: str) -> str:
+    """The container path of a `-v [SRC:]DST[:MODE]` value (docker checks the rest)."""
+    parts = spec.split(":")
+    if len(parts) == 2 and all(m in _VOLUME_MODES for m in parts[1].split(",")):
+        return _clean_path(parts[0])
+    return _clean_path(parts[1] if len(parts) > 1 else parts[0])
+
+
+def _mount_target(spec: str) -> str:
+    """The container path of a `--mount type=...,target=DST,...` value ("" if none)."""
+    import csv  # only when --mount is used
+
+    for row in csv.reader([spec]):
+        for item in row:
+            key, _, value = item.partition("=")
+            if key.strip() in ("target", "dst", "destination"):
+                return _clean_path(value.strip())
+    return ""
+
+
+def _clean_path(path: str) -> str:
+    # "/etc//hosts/" and "/etc/./hosts" name /etc/hosts too.
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts)
 
 
 def _apply_infra(state: _State, occ: _Occurrence) -> None:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -150,7 +149,7 @@ def make_plan(args: RunArgs) -> Plan:
         target.capability_args["mac"] = args.mac
     return Plan(
         args=args,
-        sandbox_id=uuid.uuid4().hex,
+        sandbox_id=os.urandom(16).hex(),  # as uuid4().hex, without importing uuid
         networks=plans,
         cni=cni,
         infra_image=args.infra_image or PAUSE_IMAGE,
@@ -280,10 +279,6 @@ class Session:
                 image=plan.infra_image,
                 hostname=args.hostname,
                 domainname=args.domainname,
-                dns=args.dns,
-                dns_search=args.dns_search,
-                dns_options=args.dns_options,
-                extra_hosts=args.add_hosts,
                 labels={LABEL_STATE_DIR: state_dir()},
             )
         )
@@ -333,9 +328,7 @@ class Session:
             if self.signals:
                 raise Interrupted(self.signals[0])
         record.save()
-        _write_hosts(infra, results)
-        if not args.dns:
-            _write_resolv_conf(infra, results)
+        _write_etc_files(record.files_dir, infra, results, args)
         return infra
 
     def _run_workload(self, infra: Infra) -> int:
@@ -348,6 +341,7 @@ class Session:
             f"{LABEL_SANDBOX}={self.plan.sandbox_id}",
             "--label",
             f"{LABEL_ROLE}={ROLE_WORKLOAD}",
+            *_etc_mounts(self.record.files_dir, args),
             *args.workload_flags,
             args.image,
             *args.command,
@@ -429,46 +423,50 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _write_hosts(infra: Infra, results: list[Result]) -> None:
-    """Map the container's CNI addresses to its hostname in the shared /etc/hosts."""
-    if not infra.hosts_path or not infra.hostname:
-        return
-    names = infra.hostname
-    if infra.domainname:
-        names = f"{infra.hostname}.{infra.domainname} {infra.hostname}"
-    lines = [f"{cidr.split('/')[0]}\t{names}\n" for r in results for cidr in r.addresses()]
-    _append(infra.hosts_path, "".join(lines))
+ETC_FILES = {"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"}
 
 
-def _write_resolv_conf(infra: Infra, results: list[Result]) -> None:
-    """Use the DNS settings a plugin returned, when the user gave no --dns."""
-    dns: dict[str, Any] = {}
-    for result in results:
-        dns = result.data.get("dns") or {}
-        if dns.get("nameservers"):
-            break
-    if not dns.get("nameservers") or not infra.resolv_conf_path:
-        return
-    lines = [f"nameserver {server}" for server in dns["nameservers"]]
-    search = list(dns.get("search", [])) or ([dns["domain"]] if dns.get("domain") else [])
-    if search:
-        lines.append("search " + " ".join(search))
-    if dns.get("options"):
-        lines.append("options " + " ".join(dns["options"]))
-    _replace(infra.resolv_conf_path, "\n".join(lines) + "\n")
+def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> None:
+    """Write the workload's /etc/hosts and /etc/resolv.conf into the sandbox's own dir."""
+    from cnirun import etcfiles
 
-
-def _append(path: str, text: str) -> None:
     try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(text)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
     except OSError as e:
-        raise CnirunError(f"cannot update {path}: {e.strerror or e}") from None
+        raise CnirunError(f"cannot create {directory}: {e.strerror or e}") from None
+    addresses = [cidr for result in results for cidr in result.addresses()]
+    gateways = [gw for result in results for gw in result.gateways()]
+    extra_hosts = etcfiles.resolve_host_gateway(args.add_hosts, gateways)
+    hosts = etcfiles.hosts(infra.hostname, infra.domainname, addresses, extra_hosts)
+    cni_dns: dict[str, Any] = next((r.data["dns"] for r in results if r.nameservers()), {})
+    resolv = etcfiles.resolv_conf(
+        etcfiles.host_resolv_conf(),
+        cni_dns,
+        args.dns,
+        args.dns_search,
+        args.dns_options,
+        ipv6=any(":" in cidr for cidr in addresses),
+    )
+    etcfiles.write(os.path.join(directory, "hosts"), hosts)
+    etcfiles.write(os.path.join(directory, "resolv.conf"), resolv)
 
 
-def _replace(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as handle:  # in place: Docker bind-mounts this inode
-            handle.write(text)
-    except OSError as e:
-        raise CnirunError(f"cannot update {path}: {e.strerror or e}") from None
+def _etc_mounts(directory: str, args: RunArgs) -> list[str]:
+    """`--mount` flags for those files, except where the user mounts something of their own
+    (as Docker does with its own copies); read-only under --read-only, as Docker's are."""
+    flags: list[str] = []
+    for name, target in ETC_FILES.items():
+        if target in args.mount_targets:
+            continue
+        fields = ["type=bind", f"source={os.path.join(directory, name)}", f"target={target}"]
+        if args.read_only:
+            fields.append("readonly")
+        flags += ["--mount", ",".join(_csv_field(f) for f in fields)]
+    return flags
+
+
+def _csv_field(text: str) -> str:
+    # --mount is read as one CSV record: quote a field that has a comma or a quote.
+    if "," in text or '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import platform
 import struct
-import tarfile
 
 from cnirun.errors import DockerRuntimeError
 
@@ -66,6 +65,8 @@ def pause_binary(machine: str | None = None) -> bytes:
 
 def pause_image_tar(machine: str | None = None) -> bytes:
     """A root filesystem tarball holding only `/pause`."""
+    import tarfile  # only the first run on a host builds the image
+
     binary = pause_binary(machine)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +194,7 @@ def gc(docker: Docker, dry_run: bool = False, cache_dir: str | None = None) -> G
     for sandbox_id in broken:
         report.actions.append(f"sandbox {sandbox_id}: unreadable record removed")
         if not dry_run:
+            shutil.rmtree(state.files_dir(sandbox_id), ignore_errors=True)
             os.unlink(state.record_path(sandbox_id))
     known = {s.record.id for s in sandboxes}
     # Sandboxes of another state dir (another cnirun installation) are not ours to judge.

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -93,6 +94,10 @@ class SandboxRecord:
         return record_path(self.id)
 
     @property
+    def files_dir(self) -> str:
+        return files_dir(self.id)
+
+    @property
     def cni_container_id(self) -> str:
         """The CNI container ID; the prefix marks attachments as cnirun's for `gc`."""
         return CNI_ID_PREFIX + self.id
@@ -122,6 +127,15 @@ class SandboxRecord:
 
     def delete(self) -> None:
         _unlink(self.path)
+
+    def delete_files(self) -> None:
+        """Remove the sandbox's own files (the workload's hosts and resolv.conf)."""
+        try:
+            shutil.rmtree(self.files_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise CnirunError(f"cannot remove {self.files_dir}: {e.strerror or e}") from None
 
 
 @contextlib.contextmanager
@@ -157,6 +171,11 @@ def load(sandbox_id: str) -> SandboxRecord:
         return SandboxRecord(**raw, attachments=attachments)
     except (OSError, ValueError, TypeError) as e:
         raise CnirunError(f"cannot read sandbox state {path}: {e}") from None
+
+
+def files_dir(sandbox_id: str) -> str:
+    """Where a sandbox keeps the files its workload bind-mounts (next to its record)."""
+    return record_path(sandbox_id)[: -len(".json")] + ".etc"
 
 
 def list_ids() -> list[str]:

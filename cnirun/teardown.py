@@ -3,7 +3,8 @@
 CNI DEL for each attachment in reverse order (with the recorded config, args and capability
 args, so an edited or deleted conflist is still undone correctly), overlapped with removing
 the infra container — the bind-mounted netns keeps the interfaces alive until DEL — and then
-the netns holder and the record. Every failure is collected, none stops the rest.
+the sandbox's files, the netns holder and the record. Every failure is collected, none stops
+the rest.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def _teardown(record: SandboxRecord, docker: Docker) -> list[str]:
         except CnirunError as e:
             failures.append(f"network {attachment.network} ({attachment.ifname}): {e}")
     remover.join()
+    try:
+        record.delete_files()
+    except CnirunError as e:
+        failures.append(str(e))
     if record.netns_name:
         try:
             netns.release_netns(record.netns_name)

@@ -124,7 +124,8 @@ install_project() {
     key=$(cat "$repo/pyproject.toml" <(echo "$py $repo") | sha256sum | cut -c1-32)
     stamp="$stamp_dir/pip-$(echo "$repo" | sha256sum | cut -c1-16)"
     if [[ ${CNIRUN_SETUP_FORCE_PIP:-} != 1 && -f $stamp && $(cat "$stamp") == "$key" ]] &&
-        python3 - "$repo" <<'EOF'
+        python3 -P - "$repo" <<'EOF'
+# -P: without it the current directory (often the checkout itself) would satisfy find_spec.
 import importlib.util, pathlib, sys
 spec = importlib.util.find_spec("cnirun")
 ok = spec is not None and spec.origin is not None and pathlib.Path(spec.origin).is_relative_to(sys.argv[1])

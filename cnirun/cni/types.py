@@ -407,6 +407,13 @@ class Result:
             return [ip["address"] for ip in self.data["ips"]]
         return [self.data[k]["ip"] for k in ("ip4", "ip6") if k in self.data]
 
+    def gateways(self) -> list[str]:
+        """Every gateway the result names, in result order."""
+        if "ips" in self.data:
+            return [ip["gateway"] for ip in self.data["ips"] if ip.get("gateway")]
+        configs = [self.data[k] for k in ("ip4", "ip6") if k in self.data]
+        return [config["gateway"] for config in configs if config.get("gateway")]
+
     def nameservers(self) -> list[str]:
         """The DNS servers the result asks the container to use."""
         servers: list[str] = self.data.get("dns", {}).get("nameservers", [])

@@ -577,11 +577,65 @@ def test_resolv_conf_takes_the_dns_of_the_cni_result(rig: Rig) -> None:
     lines = run.stdout.splitlines()
     assert f"nameserver {server}" in lines
     assert f"search cni{rig.tag}.test" in lines
-    # An explicit --dns wins over the result's.
+    # An explicit --dns wins over the result's servers, and only over them.
     run = rig.run("--rm", "--dns", "10.9.9.9", IMAGE, "cat", "/etc/resolv.conf")
     assert run.returncode == 0, run.explain()
-    assert "nameserver 10.9.9.9" in run.stdout.splitlines()
-    assert f"nameserver {server}" not in run.stdout.splitlines()
+    assert run.stdout.splitlines() == ["nameserver 10.9.9.9", f"search cni{rig.tag}.test"]
+    # And --dns-search only over its search domains.
+    run = rig.run("--rm", "--dns-search", "user.test", IMAGE, "cat", "/etc/resolv.conf")
+    assert run.returncode == 0, run.explain()
+    assert run.stdout.splitlines() == [f"nameserver {server}", "search user.test"]
+    rig.assert_clean(sorted(rig.sandbox_ids))
+
+
+def host_nameservers() -> list[str]:
+    """The host's usable resolvers (as Docker would copy them): no loopback addresses."""
+    text = Path("/etc/resolv.conf").read_text()
+    servers = [line.split()[1] for line in text.splitlines() if line.startswith("nameserver ")]
+    return [s for s in servers if not ipaddress.ip_address(s.split("%")[0]).is_loopback]
+
+
+def test_resolv_conf_and_hosts_by_default(rig: Rig) -> None:
+    """With no flags and no DNS from CNI: the host's resolvers, Docker's /etc/hosts lines,
+    the CNI address under the hostname, and `lo` up in the fresh namespace."""
+    net = rig.network()
+    script = "cat /etc/resolv.conf; echo ---; cat /etc/hosts; echo ---; hostname; ip -o link"
+    run = rig.run("--rm", IMAGE, "sh", "-c", script)
+    assert run.returncode == 0, run.explain()
+    resolv, hosts, rest = run.stdout.split("---\n")
+    servers = [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")]
+    assert servers == (host_nameservers() or ["8.8.8.8", "8.8.4.4"])
+    lines = hosts.splitlines()
+    assert lines[:2] == ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    hostname, links = rest.split("\n", 1)
+    (address,) = [line.split("\t") for line in lines if line.endswith(f"\t{hostname}")]
+    assert ipaddress.ip_address(address[0]) in net.subnet
+    (lo,) = [line for line in links.splitlines() if ": lo:" in line]
+    assert "UP" in lo.split("<")[1].split(">")[0].split(","), lo
+    rig.assert_clean(sorted(rig.sandbox_ids))
+
+
+def test_add_host_gateway_is_the_host_on_the_cni_network(rig: Rig) -> None:
+    net = rig.network()
+    run = rig.run("--rm", "--add-host", "gw:host-gateway", IMAGE, "grep", "gw$", "/etc/hosts")
+    assert run.returncode == 0, run.explain()
+    assert run.stdout == f"{net.gateway}\tgw\n"
+    rig.assert_clean(sorted(rig.sandbox_ids))
+
+
+def test_users_own_etc_mounts_win_and_read_only_applies(rig: Rig) -> None:
+    """A user's -v over /etc/hosts replaces cnirun's file (as it does Docker's), and under
+    --read-only cnirun's files are read-only too (as Docker's are)."""
+    rig.network()
+    mine = rig.tmp / "my-hosts"
+    mine.write_text("10.1.2.3\tmine\n")
+    script = "cat /etc/hosts; echo ---; echo x >> /etc/resolv.conf && echo writable"
+    run = rig.run("--rm", "-v", f"{mine}:/etc/hosts:ro", IMAGE, "sh", "-c", script)
+    assert run.returncode == 0, run.explain()
+    assert run.stdout == "10.1.2.3\tmine\n---\nwritable\n"
+    run = rig.run("--rm", "--read-only", IMAGE, "sh", "-c", "echo x >> /etc/hosts")
+    assert run.returncode == 1, run.explain()
+    assert "Read-only file system" in run.stderr
     rig.assert_clean(sorted(rig.sandbox_ids))
 
 
@@ -677,6 +731,9 @@ def test_infra_is_paused_on_net_none_and_netns_is_held(rig: Rig) -> None:
     sid = rig.workload_sandbox(name)
     infra = inspect(f"cnirun-infra-{sid}")
     assert infra["HostConfig"]["NetworkMode"] == "none"
+    # No Docker network sandbox (the fast path): runc made its netns, so Docker wrote no files.
+    assert infra["Config"]["NetworkDisabled"] is True
+    assert infra["HostsPath"] == infra["ResolvConfPath"] == ""
     assert infra["Config"]["Image"] == PAUSE_IMAGE
     assert infra["Config"]["Labels"][LABEL_SANDBOX] == sid
     assert infra["State"]["Running"]
@@ -685,6 +742,13 @@ def test_infra_is_paused_on_net_none_and_netns_is_held(rig: Rig) -> None:
     holder = Path(NETNS_DIR) / f"cnirun-{sid}"
     pid = infra["State"]["Pid"]
     assert os.stat(holder).st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino
+    assert os.stat(holder).st_ino != os.stat("/proc/self/ns/net").st_ino
+    # The workload's hosts and resolv.conf are cnirun's, bind-mounted from the sandbox's dir.
+    files = rig.state_dir / "sandboxes" / f"{sid}.etc"
+    mounts = {m["Destination"]: m for m in workload["Mounts"]}
+    for file in ("hosts", "resolv.conf"):
+        mount = mounts[f"/etc/{file}"]
+        assert (mount["Type"], mount["Source"], mount["RW"]) == ("bind", str(files / file), True)
     (ip,) = ipv4_of(sh(["ip", "-n", holder.name, "-4", "-o", "addr"]).stdout, "eth0")
     assert ip.ip in net.subnet
     assert (rig.state_dir / "sandboxes" / f"{sid}.json").is_file()

@@ -109,6 +109,34 @@ def test_python_dash_m_entry_point() -> None:
     assert done.returncode == 0 and __version__ in done.stdout
 
 
+ENTRY = """
+import sys, threading, time
+from pathlib import Path
+sys.argv = ["cnirun", *sys.argv[2:]]
+if sys.argv[1:2] == ["ps"]:  # a late non-daemon thread: the exit must wait for it
+    marker = Path(sys.argv.pop())
+    threading.Thread(target=lambda: (time.sleep(0.3), marker.touch())).start()
+from cnirun.__main__ import entry
+entry()
+"""
+
+
+def test_console_entry_flushes_keeps_the_code_and_waits_for_threads(tmp_path: Path) -> None:
+    """`entry` skips the interpreter's teardown (os._exit), but output and status survive it,
+    and a thread still running makes it exit the normal way."""
+    env = dict(os.environ, CNIRUN_STATE_DIR=str(tmp_path / "state"))
+    run = [sys.executable, "-c", ENTRY, "-"]
+    done = subprocess.run([*run, "--bogus", "busybox"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 125 and done.stderr.startswith("cnirun: error: unknown flag"), done
+    done = subprocess.run([*run, "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, f"cnirun version {__version__}\n")
+    marker = tmp_path / "thread-finished"
+    done = subprocess.run([*run, "ps", str(marker)], capture_output=True, text=True, env=env,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith("SANDBOX"), done
+    assert marker.exists()
+
+
 COMPLETION_ENV = {
     "bash": {"COMP_WORDS": "cnirun ne", "COMP_CWORD": "1"},
     "zsh": {"_TYPER_COMPLETE_ARGS": "cnirun ne"},

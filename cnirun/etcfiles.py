@@ -1,0 +1,197 @@
+"""The workload's /etc/hosts and /etc/resolv.conf, written by cnirun rather than by Docker.
+
+The infra container is created with networking disabled, so Docker builds no network sandbox
+for it (a ~90 ms re-exec of dockerd per run) and writes no hosts or resolv.conf files; runc
+gives it a fresh network namespace with `lo` up, which is all CNI needs. These files are then
+cnirun's to write, and it writes what Docker would, plus what CNI knows: the container's CNI
+addresses under its hostname, and the DNS servers a plugin returned. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cnirun.errors import CnirunError
+
+HOST_RESOLV_CONF = "/etc/resolv.conf"
+# What systemd-resolved's stub (127.0.0.53, useless inside a container) stands in front of.
+SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
+SYSTEMD_STUB = "127.0.0.53"
+# Docker's choice when the host lists only local resolvers.
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+FALLBACK_NAMESERVERS_V6 = ("2001:4860:4860::8888", "2001:4860:4860::8844")
+HOST_GATEWAY = "host-gateway"
+
+# The lines Docker starts every container's /etc/hosts with.
+_DEFAULT_HOSTS = (
+    ("127.0.0.1", "localhost"),
+    ("::1", "localhost ip6-localhost ip6-loopback"),
+    ("fe00::0", "ip6-localnet"),
+    ("ff00::0", "ip6-mcastprefix"),
+    ("ff02::1", "ip6-allnodes"),
+    ("ff02::2", "ip6-allrouters"),
+)
+
+
+def hosts(
+    hostname: str,
+    domainname: str,
+    addresses: Iterable[str],
+    extra_hosts: Iterable[tuple[str, str]],
+) -> str:
+    """/etc/hosts: Docker's defaults, each CNI address under the hostname, then --add-host."""
+    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    lines = [f"{ip}\t{name}" for ip, name in _DEFAULT_HOSTS]
+    if hostname:
+        lines += [f"{cidr.split('/')[0]}\t{names}" for cidr in addresses]
+    lines += [f"{ip}\t{host}" for host, ip in extra_hosts]
+    return "\n".join(lines) + "\n"
+
+
+def resolve_host_gateway(
+    extra_hosts: Sequence[tuple[str, str]], gateways: Iterable[str]
+) -> list[tuple[str, str]]:
+    """Replace `--add-host NAME:host-gateway` by the host's own address on the CNI network.
+
+    Docker maps host-gateway to its default bridge; for a CNI container the host is the
+    gateway of its first network whose gateway is an address of this host (bridge, ptp).
+    """
+    if all(ip != HOST_GATEWAY for _, ip in extra_hosts):
+        return list(extra_hosts)
+    local = next((gw for gw in gateways if is_local_address(gw)), None)
+    if local is None:
+        raise CnirunError(
+            "--add-host ...:host-gateway: no network of this container has the host as its "
+            "gateway; give the host's IP address instead"
+        )
+    return [(host, local if ip == HOST_GATEWAY else ip) for host, ip in extra_hosts]
+
+
+def is_local_address(ip: str) -> bool:
+    """Whether `ip` is assigned to this host (only a local address can be bound)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
+
+
+def host_resolv_conf() -> str:
+    """The host's resolv.conf text, skipping systemd-resolved's stub as Docker does."""
+    text = _read(HOST_RESOLV_CONF)
+    if _nameservers(text) == [SYSTEMD_STUB] and os.path.exists(SYSTEMD_RESOLV_CONF):
+        return _read(SYSTEMD_RESOLV_CONF)
+    return text
+
+
+def resolv_conf(
+    host_text: str,
+    cni_dns: dict[str, Any],
+    dns: Sequence[str] = (),
+    dns_search: Sequence[str] = (),
+    dns_options: Sequence[str] = (),
+    ipv6: bool = False,
+) -> str:
+    """/etc/resolv.conf, in layers: the host's file (or a CNI result's DNS, when it names
+    servers), then each of --dns, --dns-search and --dns-option replaces its own part.
+
+    As in Docker, local resolvers (127.0.0.0/8, ::1) are dropped, since they cannot be
+    reached from the container, and Google's public servers stand in when none remain.
+    """
+    if cni_dns.get("nameservers"):
+        search = list(cni_dns.get("search") or [])
+        if not search and cni_dns.get("domain"):
+            search = [cni_dns["domain"]]
+        base_servers, base_search = list(cni_dns["nameservers"]), search
+        base_options = list(cni_dns.get("options") or [])
+        own_text = False
+    else:
+        base_servers = _nameservers(host_text)
+        base_search, base_options = _search(host_text), _options(host_text)
+        own_text = True
+    if own_text and not (dns or dns_search or dns_options):
+        return _filtered(host_text, ipv6)  # the host's file itself, comments and all
+    servers = list(dns) or [s for s in base_servers if not _is_loopback(s)]
+    if not servers:
+        servers = _fallback(ipv6)
+    search = list(dns_search) or base_search
+    options = list(dns_options) or base_options
+    lines = [f"nameserver {server}" for server in servers]
+    if search and search != ["."]:  # `--dns-search .` means: no search domains
+        lines.append("search " + " ".join(search))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def _filtered(text: str, ipv6: bool) -> str:
+    kept = [
+        line
+        for line in text.splitlines()
+        if not (_is_nameserver_line(line) and _is_loopback(line.split()[1]))
+    ]
+    if not _nameservers("\n".join(kept)):
+        kept += [f"nameserver {server}" for server in _fallback(ipv6)]
+    return "\n".join(kept) + "\n"
+
+
+def _fallback(ipv6: bool) -> list[str]:
+    return list(FALLBACK_NAMESERVERS) + (list(FALLBACK_NAMESERVERS_V6) if ipv6 else [])
+
+
+def _is_nameserver_line(line: str) -> bool:
+    fields = line.split()
+    return len(fields) >= 2 and fields[0] == "nameserver"
+
+
+def _nameservers(text: str) -> list[str]:
+    return [line.split()[1] for line in text.splitlines() if _is_nameserver_line(line)]
+
+
+def _last_keyword(text: str, keyword: str) -> list[str]:
+    # As in glibc, the last `search` (or `options`) line wins.
+    found: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == keyword:
+            found = fields[1:]
+    return found
+
+
+def _search(text: str) -> list[str]:
+    return _last_keyword(text, "search")
+
+
+def _options(text: str) -> list[str]:
+    return _last_keyword(text, "options")
+
+
+def _is_loopback(server: str) -> bool:
+    try:
+        return ipaddress.ip_address(server.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def write(path: str, text: str) -> None:
+    """Write one file (world-readable: the workload may run as any user)."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(path, 0o644)
+    except OSError as e:
+        raise CnirunError(f"cannot write {path}: {e.strerror or e}") from None
