@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnirun import __version__, engine, pause
+from cnirun.engine import EventStream
 from cnirun.errors import DockerRuntimeError
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,19 @@ class Docker:
         until = time.time() + 0.001  # the log is read up to now; `until` ends the stream
         query = {"since": f"{since:.6f}", "until": f"{until:.6f}", "filters": json.dumps(filters)}
         return self._call("read Docker events", "GET", "/events", query=query) is not None
+
+    def watch_for_exit(self, sandbox_id: str, role: str) -> EventStream:
+        """An event stream that speaks once a container of this sandbox and role dies."""
+        filters = {
+            "type": ["container"],
+            "event": ["die"],
+            "label": [f"{LABEL_SANDBOX}={sandbox_id}", f"{LABEL_ROLE}={role}"],
+        }
+        log.debug("docker: GET /events (until the %s dies)", role)
+        try:
+            return self.engine.open_stream("/events", {"filters": json.dumps(filters)})
+        except engine.EngineError as e:
+            raise DockerRuntimeError(f"cannot watch Docker events: {e.message}") from None
 
     def kill(self, container: str) -> None:
         """SIGKILL a running container; a stopped or missing one is fine."""

@@ -115,9 +115,66 @@ class Engine:
             raise EngineError(status, message or data.decode(errors="replace").strip())
         return decoded
 
+    def open_stream(self, path: str, query: dict[str, Any] | None = None) -> EventStream:
+        """GET an endpoint that answers with a stream (such as /events), headers read.
+
+        Raises:
+            EngineError: if the engine cannot be reached or refuses the request.
+        """
+        if self._prefix is None:
+            self._negotiate()
+        target = (self._prefix or "") + path
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        sock = self._connect()
+        try:
+            sock.sendall(
+                f"GET {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: cnirun\r\n\r\n".encode()
+            )
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("connection closed before the response headers")
+                buffer += chunk
+        except OSError as e:
+            sock.close()
+            raise EngineError(0, f"the Docker daemon at {self.host} did not answer: {e}") from None
+        head, _, rest = buffer.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status >= 400:
+            sock.close()
+            raise EngineError(status, f"GET {path} answered {status}")
+        return EventStream(sock, rest)
+
     def _negotiate(self) -> None:
         version = str(self.request("GET", "/_ping"))
         self._prefix = f"/v{version}" if version else ""
+
+
+class EventStream:
+    """The body of a streaming answer; `close` (from any thread) ends a waiting `wait`."""
+
+    def __init__(self, sock: socket.socket, pending: bytes) -> None:
+        self._sock = sock
+        self._pending = pending
+
+    def wait(self) -> bool:
+        """Block until the stream sends anything; False if it was closed first."""
+        if self._pending:
+            return True
+        self._sock.settimeout(None)
+        try:
+            return bool(self._sock.recv(4096))
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a recv in another thread
+        except OSError:
+            pass
+        self._sock.close()
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:

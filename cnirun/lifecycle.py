@@ -42,6 +42,7 @@ from cnirun.docker_runtime import (
     infra_name,
 )
 from cnirun.dockerargs import PortMapping, RunArgs
+from cnirun.engine import EventStream
 from cnirun.errors import CnirunError, ExitCode, UsageError
 from cnirun.interrupts import HANDLED_SIGNALS, Interrupted, in_foreground
 from cnirun.pause import PAUSE_IMAGE
@@ -207,6 +208,10 @@ class Session:
         self.child: subprocess.Popen[bytes] | None = None
         self.stopper: threading.Timer | None = None  # kills the workload after the grace time
         self.started = False  # set once there may be something to tear down
+        self.early_teardown: _EarlyTeardown | None = None
+
+    def _sandbox(self) -> tuple[SandboxRecord, Docker]:
+        return self.record, self.docker
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED_SIGNALS}
@@ -226,7 +231,8 @@ class Session:
         finally:
             self.mode = "ignore"
             if self.started and not keep:
-                failures = teardown(self.record, self.docker)
+                early = self.early_teardown
+                failures = early.failures if early and early.done else teardown(*self._sandbox())
                 for failure in failures:
                     print(f"cnirun: warning: teardown: {failure}", file=sys.stderr)
                 if failures:
@@ -351,11 +357,18 @@ class Session:
         if self.signals:  # a signal slipped in between setup and here
             raise Interrupted(self.signals[-1])
         launched = time.time()
-        self.child = subprocess.Popen(argv)
-        if self.signals:  # arrived while the CLI was being started
-            self._forward(self.signals[-1])
-        code = self._wait(self.child)
-        self.mode = "ignore"
+        if not args.detach:
+            self.early_teardown = _EarlyTeardown(*self._sandbox())
+            self.early_teardown.start()
+        try:
+            self.child = subprocess.Popen(argv)
+            if self.signals:  # arrived while the CLI was being started
+                self._forward(self.signals[-1])
+            code = self._wait(self.child)
+        finally:
+            self.mode = "ignore"
+            if self.early_teardown is not None:
+                self.early_teardown.stop()
         if self.stopper is not None:  # and let a kill in flight finish: it shares our client
             self.stopper.cancel()
             self.stopper.join()
@@ -417,6 +430,53 @@ class Session:
             elif state == "created":
                 # The CLI was stopped between create and start: nothing will ever start it.
                 self.docker.remove(container["Id"])
+
+
+class _EarlyTeardown(threading.Thread):
+    """Tears the sandbox down as soon as its workload container dies.
+
+    The docker CLI exits only after `--rm` has removed the container, 10-20 ms later: starting
+    DEL at the `die` event takes that off every run. If the event never comes (the CLI failed,
+    or Docker's events cannot be read), the teardown after the CLI exits does it all.
+    """
+
+    def __init__(self, record: SandboxRecord, docker: Docker) -> None:
+        super().__init__(name="early-teardown", daemon=True)
+        self.record, self.docker = record, docker
+        self.failures: list[str] = []
+        self.done = False
+        self._lock = threading.Lock()
+        self._stream: EventStream | None = None
+        self._stopped = False
+
+    def run(self) -> None:
+        try:
+            stream = self.docker.watch_for_exit(self.record.id, ROLE_WORKLOAD)
+        except CnirunError as e:
+            log.debug("no early teardown: %s", e)
+            return
+        with self._lock:
+            if self._stopped:
+                stream.close()
+                return
+            self._stream = stream
+        died = stream.wait()
+        with self._lock:
+            stream.close()
+            self._stream = None
+            if not died or self._stopped:
+                return
+        log.debug("the workload died: tearing down while its docker CLI finishes")
+        self.failures = teardown(self.record, self.docker)
+        self.done = True
+
+    def stop(self) -> None:
+        """Stop watching (a teardown under way is waited for)."""
+        with self._lock:
+            self._stopped = True
+            if self._stream is not None:
+                self._stream.close()
+        self.join()
 
 
 def _b64(data: bytes) -> str:

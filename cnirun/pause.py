@@ -7,7 +7,7 @@ forever, imported into Docker as a one-file image the first time it is needed.
 from __future__ import annotations
 
 import io
-import platform
+import os
 import struct
 
 from cnirun.errors import DockerRuntimeError
@@ -44,7 +44,7 @@ _ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 def pause_binary(machine: str | None = None) -> bytes:
     """A static ELF executable for `machine` (default: this host) that never exits."""
-    arch = machine or platform.machine()
+    arch = machine or os.uname().machine
     arch = _ALIASES.get(arch, arch)
     if arch not in _PROGRAMS:
         raise DockerRuntimeError(

@@ -76,7 +76,8 @@ conf = json.loads(sys.stdin.read() or "{}")
 cmd = os.environ.get("CNI_COMMAND", "")
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps({"cmd": cmd, "cid": os.environ.get("CNI_CONTAINERID", ""),
-                          "ifname": os.environ.get("CNI_IFNAME", "")}) + "\\n")
+                          "ifname": os.environ.get("CNI_IFNAME", ""),
+                          "time": time.time()}) + "\\n")
 if cmd == "VERSION":
     print(json.dumps({"cniVersion": "1.0.0",
                       "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]}))
@@ -917,6 +918,34 @@ def test_signals_during_teardown_do_not_abort_it(rig: Rig) -> None:
     calls = re.findall(r"plugin \S+/([\w-]+) CNI_COMMAND=(\w+)", run.debug)
     assert calls == [("bridge", "ADD"), ("fake", "ADD"), ("fake", "DEL"), ("bridge", "DEL")]
     rig.assert_clean([only_sandbox(run)])
+
+
+def test_teardown_starts_when_the_workload_dies(rig: Rig) -> None:
+    """DEL starts at the workload container's `die` event, not when its docker CLI exits (which
+    waits for --rm's removal): here behind a docker CLI that lingers 3 s after its container."""
+    cni_path = rig.fake_plugin()
+    rig.network(extra=[{"type": "fake"}])
+    shim = rig.tmp / "bin"
+    shim.mkdir()
+    real = shutil.which("docker")
+    (shim / "docker").write_text(
+        f'#!/bin/sh\n"{real}" "$@"\nrc=$?\n[ "$1" = run ] && sleep 3\nexit $rc\n'
+    )
+    (shim / "docker").chmod(0o755)
+    env = rig.env(CNI_PATH=cni_path, PATH=f"{shim}:{os.environ['PATH']}")
+    run = rig.run("--rm", IMAGE, "sh", "-c", "exit 3", env=env)
+    ended = time.time()
+    assert run.returncode == 3, run.explain()
+    assert "the workload died: tearing down" in run.debug, run.explain()
+    (delete,) = [c for c in rig.fake_calls() if c["cmd"] == "DEL"]
+    assert ended - float(delete["time"]) > 2.5, run.explain()
+    rig.assert_clean(sorted(rig.sandbox_ids))
+    # A docker CLI that fails before any container runs: the teardown after it does it all.
+    run = rig.run("--rm", "--pull", "never", f"cnirun-test/none-{rig.tag}", "true", env=env)
+    assert run.returncode == 125, run.explain()
+    assert "the workload died" not in run.debug, run.explain()
+    assert [c["cmd"] for c in rig.fake_calls()] == ["ADD", "DEL", "ADD", "DEL"]
+    rig.assert_clean(sorted(rig.sandbox_ids))
 
 
 def test_sigterm_with_plain_docker_networking(rig: Rig) -> None:
