@@ -15,8 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun import __version__
 from cnirun.cni import validate
@@ -300,8 +299,7 @@ def _pick_default_subnet(netconf_dir: str, bridge: str) -> IPNetwork:
 # -- conflist generation --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class IPRange:
+class IPRange(NamedTuple):
     """One host-local range: a subnet, its gateway, and an optional allocation sub-range."""
 
     subnet: IPNetwork
@@ -320,8 +318,7 @@ class IPRange:
         return out
 
 
-@dataclass
-class NetworkSpec:
+class NetworkSpec(NamedTuple):
     """What `network create` (or the built-in default) asks for."""
 
     name: str
@@ -331,7 +328,7 @@ class NetworkSpec:
     bridge: str | None = None
     parent: str | None = None
     internal: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] | None = None
     default: bool = False
 
 
@@ -477,8 +474,7 @@ def check_version(cni: CNIConfig, plugins: Sequence[str], version: str) -> None:
 # -- subnets --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class UsedSubnet:
+class UsedSubnet(NamedTuple):
     """A subnet already taken, and by what (for messages)."""
 
     net: IPNetwork

@@ -12,8 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun import __version__, engine, pause
 from cnirun.engine import EventStream
@@ -42,19 +41,17 @@ def infra_name(sandbox_id: str) -> str:
     return f"cnirun-infra-{sandbox_id}"
 
 
-@dataclass(frozen=True)
-class InfraSpec:
+class InfraSpec(NamedTuple):
     """What the infra container is created with (the UTS flags Docker refuses on the workload)."""
 
     sandbox_id: str
     image: str
+    labels: dict[str, str]
     hostname: str | None = None
     domainname: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Infra:
+class Infra(NamedTuple):
     """A running infra container."""
 
     id: str

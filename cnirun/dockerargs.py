@@ -12,7 +12,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cnirun.errors import UsageError
 
@@ -249,8 +249,7 @@ class HelpRequested(UsageError):
     """Raised when `--help` appears among the options; the CLI should print its usage."""
 
 
-@dataclass(frozen=True)
-class PortMapping:
+class PortMapping(NamedTuple):
     """One published port, in the shape of the portmap plugin's `portMappings` entries."""
 
     host_ip: str  # "" = every address
@@ -270,14 +269,14 @@ class PortMapping:
         return entry
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunArgs:
+class RunArgs(NamedTuple):
     """Everything `cnirun [OPTIONS] IMAGE [COMMAND...]` asked for, sorted by who handles it.
 
     With `docker_network` set ("host"/"none") no CNI is involved: `workload_flags` then also
     keeps the `--network` token and the re-homed flags, since plain Docker handles them itself.
     """
 
+    image: str
     networks: tuple[str, ...] = ()
     docker_network: str | None = None
     netconf_dir: str | None = None
@@ -306,12 +305,10 @@ class RunArgs:
     read_only: bool = False
     mount_targets: tuple[str, ...] = ()  # container paths of -v/--mount, normalised
     workload_flags: tuple[str, ...] = ()
-    image: str
     command: tuple[str, ...] = ()
 
 
-@dataclass
-class _Occurrence:
+class _Occurrence(NamedTuple):
     """One flag as parsed: canonical long name, value, and how the user spelled it."""
 
     name: str
@@ -321,33 +318,24 @@ class _Occurrence:
     short: str | None = None
 
 
-@dataclass
-class _Group:
+class _Group(NamedTuple):
     """The argv tokens one flag, or one group of short flags, was read from."""
 
     tokens: tuple[str, ...]
-    occurrences: list[_Occurrence] = field(default_factory=list)
+    occurrences: list[_Occurrence]
 
 
-@dataclass
 class _State:
-    """Mutable accumulator behind the frozen RunArgs."""
+    """Mutable accumulator behind the immutable RunArgs."""
 
-    networks: list[str] = field(default_factory=list)
     docker_network: str | None = None
     netconf_dir: str | None = None
     cni_path: str | None = None
     infra_image: str | None = None
-    cni_args: list[tuple[str, str]] = field(default_factory=list)
     cni_timeout: float | None = None
     debug: bool = False
     hostname: str | None = None
     domainname: str | None = None
-    dns: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    dns_options: list[str] = field(default_factory=list)
-    add_hosts: list[tuple[str, str]] = field(default_factory=list)
-    publish: list[PortMapping] = field(default_factory=list)
     ip4: str | None = None
     ip6: str | None = None
     mac: str | None = None
@@ -360,7 +348,16 @@ class _State:
     quiet: bool = False
     platform: str | None = None
     read_only: bool = False
-    mount_targets: list[str] = field(default_factory=list)
+
+    def __init__(self) -> None:
+        self.networks: list[str] = []
+        self.cni_args: list[tuple[str, str]] = []
+        self.dns: list[str] = []
+        self.dns_search: list[str] = []
+        self.dns_options: list[str] = []
+        self.add_hosts: list[tuple[str, str]] = []
+        self.publish: list[PortMapping] = []
+        self.mount_targets: list[str] = []
 
 
 def parse_run_args(argv: Sequence[str]) -> RunArgs:

@@ -11,8 +11,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import typer
 
@@ -33,8 +32,7 @@ VERSION_TIMEOUT = 10.0
 FORWARDING_TYPES = ("bridge", "ptp")
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One line of the report."""
 
     verdict: str
@@ -45,17 +43,17 @@ class Check:
         return f"{self.verdict:<4}  {self.subject}: {self.detail}"
 
 
-@dataclass
 class Doctor:
     """Runs the checks against one config dir, plugin path and cache dir."""
 
-    netconf_dir: str
-    cni: CNIConfig
-    checks: list[Check] = field(default_factory=list)
-    versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    version_errors: dict[str, str] = field(default_factory=dict)
-    networks: list[NetworkConfigList] = field(default_factory=list)
-    docker_client: Any = None
+    def __init__(self, netconf_dir: str, cni: CNIConfig) -> None:
+        self.netconf_dir = netconf_dir
+        self.cni = cni
+        self.checks: list[Check] = []
+        self.versions: dict[str, tuple[str, ...]] = {}
+        self.version_errors: dict[str, str] = {}
+        self.networks: list[NetworkConfigList] = []
+        self.docker_client: Any = None
 
     def add(self, verdict: str, subject: str, detail: str) -> None:
         self.checks.append(Check(verdict, subject, detail))

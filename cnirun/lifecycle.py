@@ -18,9 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun import netns, sandboxes
 from cnirun.cni.api import DEFAULT_TIMEOUT, CNIConfig
@@ -57,17 +56,15 @@ STOP_GRACE_SECONDS = float(os.environ.get("CNIRUN_STOP_TIMEOUT", "10"))
 LATE_CREATE_SECONDS = 1.0
 
 
-@dataclass
-class NetworkPlan:
+class NetworkPlan(NamedTuple):
     """One network to attach, with what its plugins will be given."""
 
     net: NetworkConfigList
     ifname: str
-    capability_args: dict[str, Any] = field(default_factory=dict)
+    capability_args: dict[str, Any]  # filled in by make_plan
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     """Everything decided and validated before the first side effect."""
 
     args: RunArgs
@@ -135,7 +132,7 @@ def make_plan(args: RunArgs) -> Plan:
             cni.find_plugins(net)
         except CnirunError as e:
             raise CnirunError(f"network {net.name} ({net.source or directory}): {e}") from None
-    plans = [NetworkPlan(net, f"eth{index}") for index, net in enumerate(nets)]
+    plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
     ports = [_with_host_port(p) for p in args.publish]
     if ports:
         target = _first_with_capability(plans, "portMappings", "-p/--publish", "the portmap plugin")

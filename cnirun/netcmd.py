@@ -6,12 +6,10 @@ the equivalent flags; ADD prints the result JSON, DEL and CHECK print nothing on
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import typer
 
@@ -52,8 +50,7 @@ ALL_STALE = typer.Option(
 FORMAT = typer.Option("table", "--format", help="Output format: table or json.")
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """A loaded network plus the runtime to act on it."""
 
     cni: CNIConfig
@@ -129,8 +126,7 @@ def _with_cached_args(target: Target, rt: RuntimeConf) -> RuntimeConf:
         return rt
     for entry in target.cni.cache.attachments(rt.container_id):
         if entry.network_name == target.net.name and entry.ifname == rt.ifname:
-            return dataclasses.replace(
-                rt,
+            return rt._replace(
                 cni_args=rt.cni_args or entry.cni_args,
                 capability_args=rt.capability_args or entry.capability_args,
             )

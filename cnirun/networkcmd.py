@@ -12,9 +12,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import typer
 
@@ -33,19 +32,18 @@ DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
 VERSION_TIMEOUT = 10.0
 
 
-@dataclass
-class CreateRequest:
+class CreateRequest(NamedTuple):
     """The options of `network create`, as given on the command line."""
 
     name: str
     driver: str = "bridge"
-    subnets: list[str] = field(default_factory=list)
-    gateways: list[str] = field(default_factory=list)
-    ip_ranges: list[str] = field(default_factory=list)
+    subnets: Sequence[str] = ()
+    gateways: Sequence[str] = ()
+    ip_ranges: Sequence[str] = ()
     parent: str | None = None
     bridge: str | None = None
     internal: bool = False
-    labels: list[str] = field(default_factory=list)
+    labels: Sequence[str] = ()
     cni_version: str | None = None
 
 
@@ -107,7 +105,7 @@ def default_choice(netconf_dir: str) -> str | None:
 # -- create ---------------------------------------------------------------------------------
 
 
-def _parse_labels(labels: list[str]) -> dict[str, str]:
+def _parse_labels(labels: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for label in labels:
         key, _, value = label.partition("=")

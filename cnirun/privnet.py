@@ -16,8 +16,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from types import FrameType
+from typing import NamedTuple
 
 import typer
 
@@ -39,8 +39,7 @@ NETNS_PREFIX = "cnirun-privnet-"
 LOCK_DIR = "/run/cnirun/privnet"
 
 
-@dataclass(frozen=True)
-class PrivNetOptions:
+class PrivNetOptions(NamedTuple):
     """Everything `priv-net-run` takes besides the command."""
 
     networks: tuple[str, ...] = ()
@@ -51,14 +50,13 @@ class PrivNetOptions:
     cache_dir: str | None = None
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     """Loaded and checked before anything is created."""
 
     cni: CNIConfig
     networks: list[NetworkConfigList]
     cni_args: tuple[tuple[str, str], ...]
-    name: str = field(default_factory=lambda: NETNS_PREFIX + secrets.token_hex(8))
+    name: str  # of the netns, and the CNI container ID
 
 
 def make_plan(options: PrivNetOptions) -> Plan:
@@ -90,7 +88,7 @@ def make_plan(options: PrivNetOptions) -> Plan:
             cni.find_plugins(net)
         except CnirunError as e:
             raise CnirunError(f"network {net.name} ({net.source or directory}): {e}") from None
-    return Plan(cni=cni, networks=nets, cni_args=cni_args)
+    return Plan(cni, nets, cni_args, NETNS_PREFIX + secrets.token_hex(8))
 
 
 def priv_net_run(command: Sequence[str], options: PrivNetOptions, exiting: bool = False) -> int:

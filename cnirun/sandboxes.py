@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun import __version__, netns, state
 from cnirun.cni.api import CNIConfig
@@ -37,8 +36,7 @@ log = logging.getLogger(__name__)
 GC_TIMEOUT = 60.0
 
 
-@dataclass
-class Sandbox:
+class Sandbox(NamedTuple):
     """A recorded sandbox joined with what Docker says about its containers."""
 
     record: SandboxRecord
@@ -163,12 +161,12 @@ def remove(docker: Docker, sandbox: Sandbox, force: bool, stop_only: bool = Fals
     return teardown(sandbox.record, docker)
 
 
-@dataclass
 class GcReport:
     """What `gc` did (or, with --dry-run, would do)."""
 
-    actions: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.actions: list[str] = []
+        self.failures: list[str] = []
 
 
 def gc(docker: Docker, dry_run: bool = False, cache_dir: str | None = None) -> GcReport:

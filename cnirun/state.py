@@ -17,8 +17,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun.errors import CnirunError
 
@@ -48,46 +47,71 @@ def state_dir() -> str:
     return os.environ.get("CNIRUN_STATE_DIR") or DEFAULT_STATE_DIR
 
 
-@dataclass
-class AttachmentRecord:
+class AttachmentRecord(NamedTuple):
     """One CNI attachment, recorded before its ADD starts."""
 
     network: str
     ifname: str
     config_b64: str  # the network list bytes, so DEL works even if the file changes
-    source: str = ""
-    cni_args: list[list[str]] = field(default_factory=list)
-    capability_args: dict[str, Any] = field(default_factory=dict)
+    source: str
+    cni_args: list[list[str]]
+    capability_args: dict[str, Any]
 
     @property
     def config(self) -> bytes:
         return base64.b64decode(self.config_b64)
 
 
-@dataclass
 class SandboxRecord:
-    """Everything needed to find and tear down one sandbox."""
+    """Everything needed to find and tear down one sandbox (saved as JSON: see to_json)."""
 
-    id: str
-    infra_name: str
-    netns_name: str
-    cache_dir: str
-    plugin_dirs: list[str]
-    cni_timeout: float
-    created: float = field(default_factory=time.time)
-    infra_id: str = ""
-    netns_path: str = ""
-    hostname: str = ""
-    image: str = ""
-    detach: bool = False
-    remove: bool = False  # the workload was started with --rm
-    workload: str = ""
-    ports: list[dict[str, Any]] = field(default_factory=list)
-    attachments: list[AttachmentRecord] = field(default_factory=list)
-    results: dict[str, Any] = field(default_factory=dict)  # network -> result JSON
+    def __init__(
+        self,
+        *,
+        id: str,
+        infra_name: str,
+        netns_name: str,
+        cache_dir: str,
+        plugin_dirs: list[str],
+        cni_timeout: float,
+        created: float | None = None,
+        infra_id: str = "",
+        netns_path: str = "",
+        hostname: str = "",
+        image: str = "",
+        detach: bool = False,
+        remove: bool = False,
+        workload: str = "",
+        ports: list[dict[str, Any]] | None = None,
+        attachments: list[AttachmentRecord] | None = None,
+        results: dict[str, Any] | None = None,
+        owner_pid: int | None = None,
+        owner_start: str | None = None,
+    ) -> None:
+        self.id = id
+        self.infra_name = infra_name
+        self.netns_name = netns_name
+        self.cache_dir = cache_dir
+        self.plugin_dirs = plugin_dirs
+        self.cni_timeout = cni_timeout
+        self.created = time.time() if created is None else created
+        self.infra_id = infra_id
+        self.netns_path = netns_path
+        self.hostname = hostname
+        self.image = image
+        self.detach = detach
+        self.remove = remove  # the workload was started with --rm
+        self.workload = workload
+        self.ports = ports or []
+        self.attachments = attachments or []
+        self.results = results or {}  # network -> result JSON
+        self.owner_pid = os.getpid() if owner_pid is None else owner_pid
+        self.owner_start = process_start(self.owner_pid) if owner_start is None else owner_start
 
-    owner_pid: int = field(default_factory=os.getpid)
-    owner_start: str = field(default_factory=lambda: process_start(os.getpid()))
+    def to_json(self) -> dict[str, Any]:
+        data = dict(vars(self))
+        data["attachments"] = [a._asdict() for a in self.attachments]
+        return data
 
     @property
     def path(self) -> str:
@@ -109,7 +133,7 @@ class SandboxRecord:
     def save(self) -> None:
         """Write the record atomically (a reader sees the old or the new file, never half)."""
         directory = os.path.dirname(self.path)
-        data = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        data = json.dumps(self.to_json(), indent=1, sort_keys=True).encode()
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")

@@ -12,8 +12,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun.cni.types import JSONDict, Result, ResultError, RuntimeConf, go_json_error, go_quote
 from cnirun.errors import CacheError
@@ -24,8 +23,7 @@ DEFAULT_CACHE_DIR = "/var/lib/cni"
 KIND = "cniCacheV1"
 
 
-@dataclass(frozen=True)
-class CacheEntry:
+class CacheEntry(NamedTuple):
     """One cached attachment, as recorded after a successful ADD."""
 
     path: str

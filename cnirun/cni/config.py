@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun.cni import validate
 from cnirun.cni.types import go_json_error, go_json_kind, go_marshal, go_quote
@@ -28,8 +27,7 @@ def netconf_dir_from_env(explicit: str | None = None) -> str:
     return explicit or os.environ.get("NETCONFPATH") or DEFAULT_NETCONF_DIR
 
 
-@dataclass(frozen=True)
-class PluginConfig:
+class PluginConfig(NamedTuple):
     """One plugin's configuration object, kept as parsed JSON with its raw bytes."""
 
     raw: JSONDict
@@ -56,8 +54,7 @@ class PluginConfig:
         return f"{text} name={go_quote(self.name)}" if self.name else text
 
 
-@dataclass(frozen=True)
-class NetworkConfigList:
+class NetworkConfigList(NamedTuple):
     """A network: its name, chosen cniVersion, flags and plugin chain.
 
     `bytes` is what libcni caches: the conflist file itself, or the upconverted JSON of a `.conf`.
@@ -67,11 +64,11 @@ class NetworkConfigList:
     cni_version: str
     plugins: tuple[PluginConfig, ...]
     bytes: bytes
-    disable_check: bool = False
-    disable_gc: bool = False
-    load_only_inlined_plugins: bool = False
-    source: str = ""
-    raw: JSONDict = field(default_factory=dict)
+    disable_check: bool
+    disable_gc: bool
+    load_only_inlined_plugins: bool
+    source: str  # the file it came from ("" if none)
+    raw: JSONDict
 
 
 def go_type(value: Any) -> str:

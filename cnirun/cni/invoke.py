@@ -16,8 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cnirun.cni import types
 from cnirun.cni.types import go_quote as go_quote  # re-exported: part of this module's API
@@ -68,8 +67,7 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Args:
+class Args(NamedTuple):
     """The six CNI_* variables of one call."""
 
     command: str

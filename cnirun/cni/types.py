@@ -10,8 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnirun.cni.version import CURRENT
 from cnirun.errors import CNIError
@@ -276,8 +275,7 @@ def _ip_config_020(value: Any, where: str) -> JSONDict | None:
     return out
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """A decoded CNI result; `data` is the normalized JSON of its version, minus cniVersion."""
 
     cni_version: str
@@ -458,8 +456,7 @@ def _to_020(data: JSONDict) -> JSONDict:
     return ordered
 
 
-@dataclass(frozen=True)
-class VersionInfo:
+class VersionInfo(NamedTuple):
     """A plugin's answer to VERSION."""
 
     cni_version: str
@@ -492,8 +489,7 @@ class VersionInfo:
         return cls(CURRENT, versions)
 
 
-@dataclass(frozen=True)
-class RuntimeConf:
+class RuntimeConf(NamedTuple):
     """What identifies one attachment and what the runtime supplies to its plugins."""
 
     container_id: str
