@@ -98,6 +98,12 @@ class Sandbox(NamedTuple):
             "infraId": self.record.infra_id,
             "hostname": self.record.hostname,
             "netns": self.record.netns_path,
+            # The workload's own copies (Docker writes none for the infra): a sidecar joining
+            # the infra's network can bind-mount them too.
+            "etcFiles": {
+                "hosts": os.path.join(self.record.files_dir, "hosts"),
+                "resolv.conf": os.path.join(self.record.files_dir, "resolv.conf"),
+            },
             "cniContainerId": self.record.cni_container_id,
             "results": self.record.results,
             "attachments": [

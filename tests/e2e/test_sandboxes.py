@@ -188,6 +188,19 @@ def test_detached_sandbox_lifecycle(env: Env) -> None:
     assert env.network in details["results"]
     assert details["cnirunVersion"]
     assert os.path.exists(details["netns"])
+    # A sidecar on the sandbox's network can mount the workload's hosts and resolv.conf.
+    files = details["etcFiles"]
+    sidecar = subprocess.run(
+        ["docker", "run", "--rm", "--network", f"container:{details['infraId']}",
+         "--mount", f"type=bind,source={files['hosts']},target=/etc/hosts,readonly",
+         "--mount", f"type=bind,source={files['resolv.conf']},target=/etc/resolv.conf,readonly",
+         "busybox", "sh", "-c", "grep -c nameserver /etc/resolv.conf; cat /etc/hosts"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert sidecar.returncode == 0, sidecar.stderr
+    assert sidecar.stdout.split("\n", 1)[0] != "0"
+    ip = address.split("/")[0]
+    assert f"{ip}\t{details['hostname']}" in sidecar.stdout.splitlines(), sidecar.stdout
 
     refused = env.cnirun("rm", name)
     assert refused.returncode == 125
