@@ -21,7 +21,7 @@ import time
 from types import FrameType
 from typing import Any, NamedTuple
 
-from cnirun import netns, sandboxes
+from cnirun import etcfiles, netns, sandboxes
 from cnirun.cni.api import DEFAULT_TIMEOUT, CNIConfig
 from cnirun.cni.cache import cache_dir_from_env
 from cnirun.cni.config import (
@@ -207,9 +207,6 @@ class Session:
         self.started = False  # set once there may be something to tear down
         self.early_teardown: _EarlyTeardown | None = None
 
-    def _sandbox(self) -> tuple[SandboxRecord, Docker]:
-        return self.record, self.docker
-
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED_SIGNALS}
         code: int = ExitCode.CNIRUN_ERROR
@@ -229,7 +226,10 @@ class Session:
             self.mode = "ignore"
             if self.started and not keep:
                 early = self.early_teardown
-                failures = early.failures if early and early.done else teardown(*self._sandbox())
+                if early is not None and early.done:
+                    failures = early.failures
+                else:
+                    failures = teardown(self.record, self.docker)
                 for failure in failures:
                     print(f"cnirun: warning: teardown: {failure}", file=sys.stderr)
                 if failures:
@@ -355,7 +355,7 @@ class Session:
             raise Interrupted(self.signals[-1])
         launched = time.time()
         if not args.detach:
-            self.early_teardown = _EarlyTeardown(*self._sandbox())
+            self.early_teardown = _EarlyTeardown(self.record, self.docker)
             self.early_teardown.start()
         try:
             self.child = subprocess.Popen(argv)
@@ -485,8 +485,6 @@ ETC_FILES = {"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"}
 
 def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> None:
     """Write the workload's /etc/hosts and /etc/resolv.conf into the sandbox's own dir."""
-    from cnirun import etcfiles
-
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
     except OSError as e:
