@@ -507,13 +507,19 @@ def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: 
 
 
 def _etc_mounts(directory: str, args: RunArgs) -> list[str]:
-    """`--mount` flags for those files, except where the user mounts something of their own
-    (as Docker does with its own copies); read-only under --read-only, as Docker's are."""
+    """Bind mounts for those files, except where the user mounts something of their own (as
+    Docker does with its own copies); read-only under --read-only, as Docker's are."""
     flags: list[str] = []
     for name, target in ETC_FILES.items():
         if target in args.mount_targets:
             continue
-        fields = ["type=bind", f"source={os.path.join(directory, name)}", f"target={target}"]
+        source = os.path.join(directory, name)
+        if ":" not in source:
+            # `z`: relabelled on SELinux hosts (as Docker's own copies are), ignored elsewhere.
+            flags += ["-v", f"{source}:{target}:{'ro,z' if args.read_only else 'z'}"]
+            continue
+        # -v cannot carry a path with a colon; --mount can (it cannot relabel, though).
+        fields = ["type=bind", f"source={source}", f"target={target}"]
         if args.read_only:
             fields.append("readonly")
         flags += ["--mount", ",".join(_csv_field(f) for f in fields)]

@@ -637,6 +637,12 @@ def test_users_own_etc_mounts_win_and_read_only_applies(rig: Rig) -> None:
     run = rig.run("--rm", "--read-only", IMAGE, "sh", "-c", "echo x >> /etc/hosts")
     assert run.returncode == 1, run.explain()
     assert "Read-only file system" in run.stderr
+    # A state dir whose path -v cannot carry (a colon) is mounted with --mount instead.
+    odd = rig.tmp / "state:a,b"
+    run = rig.run("--rm", "-h", "odd", IMAGE, "grep", "odd$", "/etc/hosts",
+                  env=rig.env(CNIRUN_STATE_DIR=str(odd)))  # fmt: skip
+    assert run.returncode == 0 and run.stdout.endswith("\todd\n"), run.explain()
+    assert list((odd / "sandboxes").iterdir()) == []
     rig.assert_clean(sorted(rig.sandbox_ids))
 
 

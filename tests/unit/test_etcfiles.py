@@ -141,20 +141,23 @@ def test_result_gateways_in_every_version() -> None:
 def test_etc_files_are_bind_mounted_unless_the_user_mounts_there() -> None:
     args = parse_run_args(["busybox"])
     assert lifecycle._etc_mounts("/st/x.etc", args) == [
-        "--mount", "type=bind,source=/st/x.etc/hosts,target=/etc/hosts",
-        "--mount", "type=bind,source=/st/x.etc/resolv.conf,target=/etc/resolv.conf",
+        "-v", "/st/x.etc/hosts:/etc/hosts:z",
+        "-v", "/st/x.etc/resolv.conf:/etc/resolv.conf:z",
     ]  # fmt: skip
     args = parse_run_args(["-v", "/mine:/etc//hosts:ro", "--read-only", "busybox"])
     assert lifecycle._etc_mounts("/st/x.etc", args) == [
-        "--mount", "type=bind,source=/st/x.etc/resolv.conf,target=/etc/resolv.conf,readonly",
+        "-v", "/st/x.etc/resolv.conf:/etc/resolv.conf:ro,z",
     ]  # fmt: skip
     args = parse_run_args(["--mount", "type=tmpfs,dst=/etc/resolv.conf", "-v", "/etc/hosts", "i"])
     assert lifecycle._etc_mounts("/st/x.etc", args) == []
-    # --mount is one CSV record: a comma in the state dir's path is quoted.
-    args = parse_run_args(["busybox"])
-    assert lifecycle._etc_mounts("/a,b", args)[1] == (
-        'type=bind,"source=/a,b/hosts",target=/etc/hosts'
-    )
+
+
+def test_a_state_dir_with_a_colon_is_mounted_with_mount() -> None:
+    """-v cannot carry a colon in its source; --mount can, quoted when it has a comma."""
+    args = parse_run_args(["--read-only", "busybox"])
+    assert lifecycle._etc_mounts("/a:b,c", args)[:2] == [
+        "--mount", 'type=bind,"source=/a:b,c/hosts",target=/etc/hosts,readonly',
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
