@@ -105,18 +105,16 @@ def resolv_conf(
     reached from the container, and Google's public servers stand in when none remain.
     """
     if cni_dns.get("nameservers"):
-        search = list(cni_dns.get("search") or [])
-        if not search and cni_dns.get("domain"):
-            search = [cni_dns["domain"]]
-        base_servers, base_search = list(cni_dns["nameservers"]), search
+        base_servers = list(cni_dns["nameservers"])
+        base_search = list(cni_dns.get("search") or [])
+        if not base_search and cni_dns.get("domain"):
+            base_search = [cni_dns["domain"]]
         base_options = list(cni_dns.get("options") or [])
-        own_text = False
+    elif not (dns or dns_search or dns_options):
+        return _filtered(host_text, ipv6)  # the host's file itself, comments and all
     else:
         base_servers = _nameservers(host_text)
         base_search, base_options = _search(host_text), _options(host_text)
-        own_text = True
-    if own_text and not (dns or dns_search or dns_options):
-        return _filtered(host_text, ipv6)  # the host's file itself, comments and all
     servers = list(dns) or [s for s in base_servers if not _is_loopback(s)]
     if not servers:
         servers = _fallback(ipv6)
