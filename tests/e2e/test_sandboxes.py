@@ -150,10 +150,11 @@ def env(tmp_path: Path) -> Iterator[Env]:
     )
     write_network(environment)
     yield environment
-    # Whatever a failed test left: reclaim it, then drop the bridge.
-    environment.cnirun("gc")
+    # Whatever a failed test left: its workloads first (gc leaves a detached sandbox alone while
+    # its workload runs), then gc reclaims the sandboxes; then drop the bridge.
     for container in environment.labelled_containers():
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+    environment.cnirun("gc")
     subprocess.run(["ip", "link", "del", environment.bridge], capture_output=True, check=False)
     # host-local keeps a per-network dir (lock, last reserved IP) that no DEL removes.
     shutil.rmtree(Path("/var/lib/cni/networks") / environment.network, ignore_errors=True)
