@@ -159,15 +159,19 @@ class EventStream:
         self._sock = sock
         self._pending = pending
 
-    def wait(self) -> bool:
-        """Block until the stream sends anything; False if it was closed first."""
-        if self._pending:
-            return True
+    def wait(self) -> bytes:
+        """Block until the stream sends something besides whitespace; b"" once it is closed."""
+        data, self._pending = self._pending, b""
         self._sock.settimeout(None)
-        try:
-            return bool(self._sock.recv(4096))
-        except OSError:
-            return False
+        while not data.strip():
+            try:
+                chunk = self._sock.recv(4096)
+            except OSError:
+                return b""
+            if not chunk:
+                return b""
+            data += chunk
+        return data
 
     def close(self) -> None:
         try:

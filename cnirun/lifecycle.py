@@ -457,7 +457,7 @@ class _EarlyTeardown(threading.Thread):
                 stream.close()
                 return
             self._stream = stream
-        died = stream.wait()
+        died = b'"die"' in stream.wait()  # the only events asked for; any other is no cue
         with self._lock:
             stream.close()
             self._stream = None

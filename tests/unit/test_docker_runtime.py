@@ -58,3 +58,20 @@ def test_an_infra_in_this_hosts_network_namespace_is_refused() -> None:
     assert docker_runtime._same_netns(os.getpid())
     with pytest.raises(DockerRuntimeError, match="shares this host's network namespace"):
         docker_with(FakeEngine(os.getpid())).create_infra(spec())
+
+
+def test_event_stream_waits_past_whitespace_and_wakes_on_close() -> None:
+    import socket
+    import threading
+
+    from cnirun.engine import EventStream
+
+    ours, theirs = socket.socketpair()
+    stream = EventStream(ours, b"\r\n")
+    theirs.sendall(b"  \n")
+    threading.Timer(0.2, lambda: theirs.sendall(b'{"status":"die"}\n')).start()
+    assert stream.wait() == b'\r\n  \n{"status":"die"}\n'
+    # A waiter is woken by close() from another thread, with nothing.
+    threading.Timer(0.2, stream.close).start()
+    assert stream.wait() == b""
+    theirs.close()
