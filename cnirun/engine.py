@@ -76,13 +76,7 @@ class Engine:
         Raises:
             EngineError: for any status >= 400, with the engine's message.
         """
-        if self._prefix is None and path != "/_ping":
-            self._negotiate()
-        target = (self._prefix or "") + path
-        if query:
-            target += "?" + urllib.parse.urlencode(
-                {k: v for k, v in query.items() if v is not None}, doseq=True
-            )
+        target = self._target(path, query)
         payload = raw_body if raw_body is not None else b""
         if body is not None:
             payload = json.dumps(body).encode()
@@ -121,31 +115,31 @@ class Engine:
         Raises:
             EngineError: if the engine cannot be reached or refuses the request.
         """
-        if self._prefix is None:
-            self._negotiate()
-        target = (self._prefix or "") + path
-        if query:
-            target += "?" + urllib.parse.urlencode(query)
+        target = self._target(path, query)
         sock = self._connect()
         try:
             sock.sendall(
                 f"GET {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: cnirun\r\n\r\n".encode()
             )
-            buffer = b""
-            while b"\r\n\r\n" not in buffer:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise OSError("connection closed before the response headers")
-                buffer += chunk
+            status, _, rest = _read_head(sock)
         except OSError as e:
             sock.close()
             raise EngineError(0, f"the Docker daemon at {self.host} did not answer: {e}") from None
-        head, _, rest = buffer.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
         if status >= 400:
             sock.close()
             raise EngineError(status, f"GET {path} answered {status}")
         return EventStream(sock, rest)
+
+    def _target(self, path: str, query: dict[str, Any] | None) -> str:
+        """The request target: API version prefix (negotiated on first use), path, query."""
+        if self._prefix is None and path != "/_ping":
+            self._negotiate()
+        target = (self._prefix or "") + path
+        if query:
+            target += "?" + urllib.parse.urlencode(
+                {k: v for k, v in query.items() if v is not None}, doseq=True
+            )
+        return target
 
     def _negotiate(self) -> None:
         version = str(self.request("GET", "/_ping"))
@@ -182,6 +176,19 @@ class EventStream:
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    status, headers, rest = _read_head(sock)
+    while True:  # Connection: close — read to the end, then undo chunking if used
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        rest = _unchunk(rest)
+    return status, headers, rest
+
+
+def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status and headers of an answer, and what of its body came with them."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
@@ -195,13 +202,6 @@ def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     for line in lines[1:]:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
-    while True:  # Connection: close — read to the end, then undo chunking if used
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        rest = _unchunk(rest)
     return status, headers, rest
 
 
