@@ -25,6 +25,8 @@ SYSTEMD_STUB = "127.0.0.53"
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 FALLBACK_NAMESERVERS_V6 = ("2001:4860:4860::8888", "2001:4860:4860::8844")
 HOST_GATEWAY = "host-gateway"
+# The files cnirun writes for each sandbox, and where the workload sees them.
+ETC_FILES = {"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"}
 
 # The lines Docker starts every container's /etc/hosts with.
 _DEFAULT_HOSTS = (

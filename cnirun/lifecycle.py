@@ -480,9 +480,6 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-ETC_FILES = {"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"}
-
-
 def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> None:
     """Write the workload's /etc/hosts and /etc/resolv.conf into the sandbox's own dir."""
     try:
@@ -510,7 +507,7 @@ def _etc_mounts(directory: str, args: RunArgs) -> list[str]:
     """Bind mounts for those files, except where the user mounts something of their own (as
     Docker does with its own copies); read-only under --read-only, as Docker's are."""
     flags: list[str] = []
-    for name, target in ETC_FILES.items():
+    for name, target in etcfiles.ETC_FILES.items():
         if target in args.mount_targets:
             continue
         source = os.path.join(directory, name)

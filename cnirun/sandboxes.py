@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any, NamedTuple
 
 from cnirun import __version__, netns, state
@@ -28,6 +27,7 @@ from cnirun.docker_runtime import (
     Docker,
 )
 from cnirun.errors import CnirunError, UsageError
+from cnirun.etcfiles import ETC_FILES
 from cnirun.state import CNI_ID_PREFIX, SandboxRecord
 from cnirun.teardown import teardown
 
@@ -100,10 +100,7 @@ class Sandbox(NamedTuple):
             "netns": self.record.netns_path,
             # The workload's own copies (Docker writes none for the infra): a sidecar joining
             # the infra's network can bind-mount them too.
-            "etcFiles": {
-                "hosts": os.path.join(self.record.files_dir, "hosts"),
-                "resolv.conf": os.path.join(self.record.files_dir, "resolv.conf"),
-            },
+            "etcFiles": {name: os.path.join(self.record.files_dir, name) for name in ETC_FILES},
             "cniContainerId": self.record.cni_container_id,
             "results": self.record.results,
             "attachments": [
@@ -198,7 +195,10 @@ def gc(docker: Docker, dry_run: bool = False, cache_dir: str | None = None) -> G
     for sandbox_id in broken:
         report.actions.append(f"sandbox {sandbox_id}: unreadable record removed")
         if not dry_run:
-            shutil.rmtree(state.files_dir(sandbox_id), ignore_errors=True)
+            try:
+                state.delete_files(sandbox_id)
+            except CnirunError as e:
+                report.failures.append(str(e))
             os.unlink(state.record_path(sandbox_id))
     known = {s.record.id for s in sandboxes}
     # Sandboxes of another state dir (another cnirun installation) are not ours to judge.

@@ -153,13 +153,7 @@ class SandboxRecord:
         _unlink(self.path)
 
     def delete_files(self) -> None:
-        """Remove the sandbox's own files (the workload's hosts and resolv.conf)."""
-        try:
-            shutil.rmtree(self.files_dir)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise CnirunError(f"cannot remove {self.files_dir}: {e.strerror or e}") from None
+        delete_files(self.id)
 
 
 @contextlib.contextmanager
@@ -200,6 +194,17 @@ def load(sandbox_id: str) -> SandboxRecord:
 def files_dir(sandbox_id: str) -> str:
     """Where a sandbox keeps the files its workload bind-mounts (next to its record)."""
     return record_path(sandbox_id)[: -len(".json")] + ".etc"
+
+
+def delete_files(sandbox_id: str) -> None:
+    """Remove a sandbox's own files (the workload's hosts and resolv.conf); gone is fine."""
+    directory = files_dir(sandbox_id)
+    try:
+        shutil.rmtree(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise CnirunError(f"cannot remove {directory}: {e.strerror or e}") from None
 
 
 def list_ids() -> list[str]:
