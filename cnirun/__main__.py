@@ -9,7 +9,6 @@ from typing import NoReturn
 
 def main() -> int:
     """Run the CLI; imported lazily so Ctrl-C during start-up exits cleanly."""
-    rusage_file = os.environ.get("CNIRUN_RUSAGE_FILE")
     try:
         from cnirun.cli import main as cli_main
 
@@ -17,12 +16,9 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        if rusage_file:  # the benchmark's probe: this process's own CPU seconds
-            import resource
+        from cnirun.testhooks import write_rusage
 
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            with open(rusage_file, "w") as handle:
-                handle.write(f"{usage.ru_utime + usage.ru_stime}\n")
+        write_rusage()
 
 
 def entry() -> NoReturn:

@@ -1,32 +1,30 @@
 """`cnirun doctor`: check the host for what cnirun needs, one verdict (ok/warn/FAIL) per line.
 
 Docker, the plugins and their versions, the config dir, IP forwarding, the iptables FORWARD
-policy and stale cnirun state. Read-only: it never changes anything. Docker is imported lazily.
+policy and what `cnirun gc` would reclaim. Read-only: it never changes anything. It judges
+with the rules the commands use (the one config scan, the one Docker endpoint, gc's own
+selection), so it cannot disagree with them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import typer
-
-from cnirun import defaultnet, netns, privnet
 from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
-from cnirun.cni.cache import cache_dir_from_env
-from cnirun.cni.config import NetworkConfigList, netconf_dir_from_env
-from cnirun.cni.invoke import plugin_dirs
-from cnirun.errors import CNIError, CnirunError, ConfigError
+from cnirun.cni.config import NetworkConfigList
+from cnirun.errors import CNIError, CnirunError, ConfigError, ExitCode
+from cnirun.netconf import select
+from cnirun.settings import Settings
+
+if TYPE_CHECKING:
+    from cnirun.docker.runtime import Docker
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-LABEL_SANDBOX = "io.cnirun.sandbox"  # as cnirun.docker_runtime labels its containers
-STALE_PREFIX = "cnirun-"
-DOCKER_TIMEOUT = 5.0
 VERSION_TIMEOUT = 10.0
 # Plugins whose traffic crosses the host's FORWARD chain, so a DROP policy matters.
 FORWARDING_TYPES = ("bridge", "ptp")
@@ -46,14 +44,14 @@ class Check(NamedTuple):
 class Doctor:
     """Runs the checks against one config dir, plugin path and cache dir."""
 
-    def __init__(self, netconf_dir: str, cni: CNIConfig) -> None:
-        self.netconf_dir = netconf_dir
+    def __init__(self, settings: Settings, cni: CNIConfig) -> None:
+        self.settings = settings
         self.cni = cni
         self.checks: list[Check] = []
         self.versions: dict[str, tuple[str, ...]] = {}
         self.version_errors: dict[str, str] = {}
         self.networks: list[NetworkConfigList] = []
-        self.docker_client: Any = None
+        self.docker: Docker | None = None
 
     def add(self, verdict: str, subject: str, detail: str) -> None:
         self.checks.append(Check(verdict, subject, detail))
@@ -75,9 +73,6 @@ class Doctor:
             if emit is not None:
                 for check in self.checks[start:]:
                     emit(check)
-        if self.docker_client is not None:
-            with contextlib.suppress(Exception):
-                self.docker_client.close()
         return self.checks
 
     # -- the checks --------------------------------------------------------------------------
@@ -89,21 +84,19 @@ class Doctor:
             self.add(WARN, "user", "not root: runs and several checks below need root")
 
     def check_docker(self) -> None:
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        try:
-            import docker
+        from cnirun.docker.endpoint import resolve
+        from cnirun.docker.runtime import Docker
 
-            client = docker.from_env(timeout=DOCKER_TIMEOUT)
-            info = client.version()
-        except Exception as e:  # the SDK raises many types (DockerException, requests, OSError)
-            self.add(FAIL, "docker", f"engine not reachable at {where}: {_one_line(e)}")
+        try:
+            endpoint = resolve(self.settings.environ)
+            docker = Docker(endpoint)
+            info = docker.version()
+        except CnirunError as e:
+            self.add(FAIL, "docker", _one_line(e))
         else:
-            self.docker_client = client
-            self.add(
-                OK,
-                "docker",
-                f"engine {info.get('Version', '?')} (API {info.get('ApiVersion', '?')}) at {where}",
-            )
+            self.docker = docker
+            version, api = info.get("Version", "?"), info.get("ApiVersion", "?")
+            self.add(OK, "docker", f"engine {version} (API {api}) at {endpoint.describe()}")
         cli = shutil.which("docker")
         if cli is None:
             self.add(FAIL, "docker CLI", "no `docker` in PATH (cnirun runs workloads with it)")
@@ -142,18 +135,20 @@ class Doctor:
             self.add(OK, f"plugin {name}", f"{', '.join(supported)} ({path})")
 
     def check_configs(self) -> None:
-        directory = self.netconf_dir
+        directory = self.settings.netconf_dir
         if not os.path.isdir(directory):
             self._builtin_default_check(f"{directory} does not exist")
             return
+        try:
+            found = select.scan(directory)
+        except ConfigError as e:
+            self.add(FAIL, "config", _one_line(e))
+            return
+        for problem in found.problems:
+            self.add(FAIL, "config", _one_line(problem))
         names: dict[str, str] = {}
-        paths = defaultnet.config_paths(directory)
-        for path in paths:
-            try:
-                net = defaultnet.load_config_file(path)
-            except ConfigError as e:
-                self.add(FAIL, "config", _one_line(e))
-                continue
+        for net in found.networks:
+            path = net.source
             try:
                 validate.network_name(net.name)
             except CNIError:
@@ -171,28 +166,20 @@ class Doctor:
             else:
                 chain = " -> ".join(p.type for p in net.plugins)
                 self.add(OK, "config", f'{path}: network "{net.name}" ({chain}, {net.cni_version})')
-        chosen = self._default_choice()
+        chosen = found.default_choice()
         if chosen is not None:
             self.add(OK, "default network", f'"{chosen.name}" ({chosen.source})')
-        elif not self.networks and not [c for c in self.checks if c.subject == "config"]:
+        elif not found.networks and not found.problems:
             self._builtin_default_check(f"no network config in {directory}")
-        elif not self.networks:
+        else:
             self.add(FAIL, "default network", f"no usable network in {directory}")
-
-    def _default_choice(self) -> NetworkConfigList | None:
-        builtin = None
-        for net in self.networks:
-            if not defaultnet.is_builtin_default(net):
-                return net
-            builtin = builtin or net
-        return builtin
 
     def _builtin_default_check(self, why: str) -> None:
         needed = ["bridge", "host-local", "portmap", "firewall", "tuning"]
         missing = [p for p in needed if p not in self.versions]
         detail = (
             f"{why}; the built-in default network "
-            f'"{os.environ.get(defaultnet.ENV_DEFAULT_NAME) or defaultnet.DEFAULT_NETWORK_NAME}" '
+            f'"{select.default_network_name()}" '
             "will be created there on first use"
         )
         if "bridge" in missing or "host-local" in missing:
@@ -280,68 +267,23 @@ class Doctor:
             )
 
     def check_stale(self) -> None:
-        in_use = _netns_in_use()
-        stale_ns = []
-        for name in netns.list_held(STALE_PREFIX):
-            if name.startswith(privnet.NETNS_PREFIX):
-                if not privnet.is_live(name):
-                    stale_ns.append(name)
-                continue
-            # A sandbox's netns holds its infra container's process while the sandbox lives.
-            try:
-                st = os.stat(netns.netns_path(name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in in_use:
-                stale_ns.append(name)
-        self._stale("stale netns", "netns holder(s) with no process", stale_ns)
-
-        if self.docker_client is not None:
-            try:
-                rows = self.docker_client.api.containers(
-                    all=True, filters={"label": LABEL_SANDBOX, "status": ["exited", "dead"]}
-                )
-                names = [(r.get("Names") or [r.get("Id", "?")[:12]])[0].lstrip("/") for r in rows]
-                self._stale("stale containers", "exited cnirun container(s)", names)
-            except Exception as e:  # the SDK's errors
-                self.add(WARN, "stale containers", f"cannot list containers: {_one_line(e)}")
+        """What `cnirun gc` would reclaim: gc's own selection, so the two always agree."""
+        if self.docker is None:
+            self.add(WARN, "stale state", "cannot tell without Docker (see above)")
+            return
+        from cnirun.sandbox.reclaim import reclaimable
+        from cnirun.sandbox.records import RecordStore
 
         try:
-            entries = self.cni.cache.attachments()
+            items = reclaimable(self.docker, RecordStore(self.settings.state_dir), self.settings)
         except CnirunError as e:
-            self.add(WARN, "stale cache", _one_line(e))
+            self.add(WARN, "stale state", f"cannot tell: {_one_line(e)}")
             return
-        stale_cache = []
-        for entry in entries:
-            ours = entry.container_id.startswith(STALE_PREFIX) or os.path.basename(
-                entry.netns
-            ).startswith(STALE_PREFIX)
-            if not ours:
-                continue
-            alive = bool(entry.netns) and netns.netns_exists(entry.netns)
-            if not alive or os.path.basename(entry.netns) in stale_ns:
-                stale_cache.append(f"{entry.network_name}/{entry.container_id}/{entry.ifname}")
-        what = f"cached attachment(s) in {self.cni.cache.results_dir} with no live netns"
-        self._stale("stale cache", what, stale_cache)
-
-    def _stale(self, subject: str, what: str, items: list[str]) -> None:
         if not items:
-            self.add(OK, subject, "none")
+            self.add(OK, "stale state", "none")
             return
         shown = ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
-        self.add(WARN, subject, f"gc would reclaim {len(items)} {what}: {shown}")
-
-
-def _netns_in_use() -> set[tuple[int, int]]:
-    """(dev, inode) of every network namespace some process is in."""
-    used: set[tuple[int, int]] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            st = os.stat(f"/proc/{pid}/ns/net")
-            used.add((st.st_dev, st.st_ino))
-    return used
+        self.add(WARN, "stale state", f"gc would reclaim {len(items)}: {shown} (run `cnirun gc`)")
 
 
 def _one_line(error: object) -> str:
@@ -349,25 +291,8 @@ def _one_line(error: object) -> str:
     return " ".join(text.split())
 
 
-def doctor(netconf_dir: str | None, cni_path: str | None, emit: Callable[[Check], None]) -> int:
+def doctor(settings: Settings, emit: Callable[[Check], None]) -> int:
     """Run every check, emitting lines as they come; 1 if any check failed, else 0."""
-    cni = CNIConfig(plugin_dirs(cni_path), cache_dir_from_env(), timeout=VERSION_TIMEOUT)
-    checks = Doctor(netconf_dir_from_env(netconf_dir), cni).run(emit)
-    return 1 if any(c.verdict == FAIL for c in checks) else 0
-
-
-NETCONF_DIR = typer.Option(None, "--netconf-dir", help="Config dir [env NETCONFPATH].")
-CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [env CNI_PATH].")
-
-
-def command(netconf_dir: str | None = NETCONF_DIR, cni_path: str | None = CNI_PATH) -> None:
-    """Check Docker, the CNI plugins and configs, forwarding and stale state; exit 1 on FAIL.
-
-    \b
-    Example:
-      cnirun doctor --netconf-dir /etc/cni/net.d
-    """
-    from cnirun.cli import guarded  # here: cnirun.cli imports this module at start-up
-
-    code = guarded(lambda: doctor(netconf_dir, cni_path, lambda c: print(c.line(), flush=True)))
-    raise typer.Exit(code)
+    cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=VERSION_TIMEOUT)
+    checks = Doctor(settings, cni).run(emit)
+    return ExitCode.FAILURE if any(c.verdict == FAIL for c in checks) else ExitCode.SUCCESS

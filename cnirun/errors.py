@@ -5,6 +5,7 @@ Imports only the standard library, so any module (including the pure CNI core) m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum, unique
 
 
@@ -24,6 +25,7 @@ class CnirunError(Exception):
     """Base of every error cnirun raises on purpose; caught once, in the CLI."""
 
     exit_code: int = ExitCode.CNIRUN_ERROR
+    label = "error"  # how the CLI introduces it: "cnirun: error: ..."
 
 
 class ConfigError(CnirunError, ValueError):
@@ -85,17 +87,15 @@ class DockerRuntimeError(CnirunError):
     """Raised when the Docker engine refuses or fails a request."""
 
 
-class TeardownError(CnirunError):
-    """Raised when teardown finished but some resources could not be released."""
-
-    def __init__(self, failures: list[str]) -> None:
-        self.failures = failures
-        super().__init__("teardown incomplete: " + "; ".join(failures))
+class SettingsError(UsageError):
+    """Raised when an environment variable or flag that cnirun reads has an unusable value."""
 
 
 class MultiError(CnirunError):
-    """Several independent failures (GC keeps going after errors and reports them all)."""
+    """Several independent failures, reported together: CNI DEL and GC, teardown and `gc`
+    keep going after an error and say everything that went wrong at the end."""
 
-    def __init__(self, errors: list[Exception]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
+    def __init__(self, errors: Sequence[Exception | str], summary: str = "") -> None:
+        self.errors = list(errors)
+        texts = [str(e) for e in self.errors]
+        super().__init__(f"{summary}: " + "; ".join(texts) if summary else "\n".join(texts))

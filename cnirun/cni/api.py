@@ -34,9 +34,6 @@ from cnirun.errors import CacheError, CNIError, CnirunError, MultiError
 
 log = logging.getLogger(__name__)
 
-# Seconds a plugin call may take when the caller does not say (cri-dockerd allows 220).
-DEFAULT_TIMEOUT = 120.0
-
 Attachment = tuple[str, str]  # (container ID, interface name)
 
 
@@ -210,30 +207,6 @@ class CNIConfig:
                 return VersionInfo.supports("0.1.0")
             raise
         return VersionInfo.decode(stdout)
-
-    def validate_network_list(self, net: NetworkConfigList) -> set[str]:
-        """Check every plugin exists and supports the list's version; return enabled capabilities.
-
-        Raises:
-            CNIError: all problems at once, as `[e1 e2]`.
-        """
-        problems: list[str] = []
-        caps: set[str] = set()
-        wanted = net.cni_version or "0.1.0"
-        for plugin in net.plugins:
-            caps.update(cap for cap, enabled in plugin.capabilities.items() if enabled)
-            try:
-                info = self.version_info(plugin.type)
-            except CnirunError as e:
-                problems.append(str(e))
-                continue
-            if wanted not in info.supported_versions:
-                problems.append(
-                    f"plugin {plugin.type} does not support config version {go_quote(wanted)}"
-                )
-        if problems:
-            raise CNIError(ERR_INCOMPATIBLE_VERSION, "[" + " ".join(problems) + "]")
-        return caps
 
     def find_plugins(self, net: NetworkConfigList) -> list[str]:
         """The binary of every plugin in the chain; raises the first lookup error."""

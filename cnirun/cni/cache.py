@@ -11,15 +11,14 @@ import base64
 import json
 import logging
 import os
-import tempfile
 from typing import Any, NamedTuple
 
 from cnirun.cni.types import JSONDict, Result, ResultError, RuntimeConf, go_json_error, go_quote
 from cnirun.errors import CacheError
+from cnirun.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = "/var/lib/cni"
 KIND = "cniCacheV1"
 
 
@@ -47,15 +46,10 @@ class CacheEntry(NamedTuple):
         )
 
 
-def cache_dir_from_env(explicit: str | None = None) -> str:
-    """The cache directory: an explicit choice, else `$CNIRUN_CACHE_DIR`, else libcni's default."""
-    return explicit or os.environ.get("CNIRUN_CACHE_DIR") or DEFAULT_CACHE_DIR
-
-
 class ResultCache:
     """Reads and writes cached results under one cache directory."""
 
-    def __init__(self, cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+    def __init__(self, cache_dir: str) -> None:
         self.cache_dir = cache_dir
         self.results_dir = os.path.join(cache_dir, "results")
 
@@ -101,30 +95,10 @@ class ResultCache:
             "utf-8", "surrogateescape"
         )
         try:
-            os.makedirs(self.results_dir, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.results_dir, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                _unlink(tmp)
-                raise
+            write_atomic(path, data, 0o600, dir_mode=0o700)
         except OSError as e:
             raise CacheError(f"{e.filename or path}: {e.strerror or e}") from None
         return path
-
-    def read_bytes(self, network: str, container_id: str, ifname: str) -> bytes | None:
-        """The raw cache file, or None when there is none."""
-        try:
-            with open(self.path(network, container_id, ifname), "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise CacheError(f"{e.filename or self.results_dir}: {e.strerror or e}") from None
 
     def read_result(self, network: str, rt: RuntimeConf, to_version: str) -> Result | None:
         """The cached result converted to `to_version`, or None when nothing is cached.

@@ -12,19 +12,11 @@ import os
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from cnirun.cni import validate
 from cnirun.cni.types import go_json_error, go_json_kind, go_marshal, go_quote
 from cnirun.cni.version import CURRENT, VersionError, parse_version
-from cnirun.errors import CNIError, ConfigError, NetworkNotFoundError, NoConfigsFoundError
+from cnirun.errors import ConfigError, NetworkNotFoundError, NoConfigsFoundError
 
 JSONDict = dict[str, Any]
-
-DEFAULT_NETCONF_DIR = "/etc/cni/net.d"
-
-
-def netconf_dir_from_env(explicit: str | None = None) -> str:
-    """The configuration directory: an explicit choice, else `$NETCONFPATH`, else the default."""
-    return explicit or os.environ.get("NETCONFPATH") or DEFAULT_NETCONF_DIR
 
 
 class PluginConfig(NamedTuple):
@@ -417,42 +409,3 @@ def load_network(directory: str, name: str) -> NetworkConfigList:
         if (plugin.raw.get("name") or "") == name:
             return list_from_plugin(plugin, path)
     raise NetworkNotFoundError(f'no net configuration with name "{name}" in {directory}')
-
-
-def load_default_network(directory: str) -> NetworkConfigList:
-    """The default network: the first file by name among all config files that loads.
-
-    This is how containerd and kubelet choose; files that fail to load, and single configs
-    without a valid network name (such as a bare loopback `.conf`), are passed over.
-
-    Raises:
-        NoConfigsFoundError: when no file in the directory yields a usable network.
-    """
-    paths = conf_files(directory, (".conflist", ".conf", ".json"))
-    for path in sorted(paths, key=os.path.basename):
-        try:
-            if path.endswith(".conflist"):
-                network = list_from_file(path)
-            else:
-                network = list_from_plugin(conf_from_file(path), path)
-            validate.network_name(network.name)
-        except (ConfigError, CNIError):
-            continue
-        return network
-    raise NoConfigsFoundError(f"no net configurations found in {directory}")
-
-
-def all_networks(directory: str) -> tuple[list[NetworkConfigList], list[ConfigError]]:
-    """Every loadable network in the directory (files sorted by name), and the load errors."""
-    networks: list[NetworkConfigList] = []
-    errors: list[ConfigError] = []
-    paths = conf_files(directory, (".conflist", ".conf", ".json"))
-    for path in sorted(paths, key=os.path.basename):
-        try:
-            if path.endswith(".conflist"):
-                networks.append(list_from_file(path))
-            else:
-                networks.append(list_from_plugin(conf_from_file(path), path))
-        except ConfigError as e:
-            errors.append(e)
-    return networks, errors

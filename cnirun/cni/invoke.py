@@ -24,17 +24,7 @@ from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
 
 log = logging.getLogger(__name__)
 
-# Searched in this order when CNI_PATH is unset (where the reference plugins usually live).
-DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
-
 CNI_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS", "CNI_IFNAME", "CNI_PATH")
-
-
-def plugin_dirs(explicit: str | None = None) -> list[str]:
-    """Plugin directories: an explicit `a:b` list, else `$CNI_PATH`, else the default dirs."""
-    text = explicit if explicit else os.environ.get("CNI_PATH", "")
-    dirs = [d for d in text.split(":") if d]
-    return dirs or list(DEFAULT_PLUGIN_DIRS)
 
 
 def find_in_path(plugin: str, paths: Sequence[str]) -> str:

@@ -38,8 +38,3 @@ def parse_version(version: str) -> tuple[int, int, int]:
             )
         numbers[index] = int(part)
     return (numbers[0], numbers[1], numbers[2])
-
-
-def greater_than_or_equal(version: str, other: str) -> bool:
-    """True if `version` >= `other` (both must parse)."""
-    return parse_version(version) >= parse_version(other)

@@ -1,6 +1,6 @@
 """The Docker side: the infra container and lookups by label, through the Engine API.
 
-Uses cnirun.engine (a few raw HTTP requests on the Docker socket) rather than the Docker SDK,
+Uses cnirun.docker.engine (a few raw HTTP requests on the Docker socket) rather than the Docker SDK,
 whose import alone costs ~150 ms of CPU on every run; every engine error becomes one readable
 DockerRuntimeError line. The workload itself is run by the docker CLI, not here, so that every
 `docker run` flag behaves exactly as in Docker.
@@ -12,11 +12,17 @@ import json
 import logging
 import os
 import time
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cnirun import __version__, engine, pause
-from cnirun.engine import EventStream
+from cnirun import __version__
+from cnirun.docker import engine, pause
+from cnirun.docker.endpoint import Endpoint, resolve
+from cnirun.docker.engine import EventStream
 from cnirun.errors import DockerRuntimeError
+
+if TYPE_CHECKING:
+    from cnirun.docker.pull import PullDisplay
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,15 @@ def _same_netns(pid: int) -> bool:
         return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
     except OSError as e:
         raise DockerRuntimeError(f"cannot read the infra's network namespace: {e}") from None
+
+
+def connect(environ: Mapping[str, str]) -> Docker:
+    """The Docker engine the docker CLI would use with this environment (nothing is sent yet).
+
+    Raises:
+        DockerRuntimeError: the endpoint is one cnirun cannot use (TLS, ssh, unknown context).
+    """
+    return Docker(resolve(environ))
 
 
 def infra_name(sandbox_id: str) -> str:
@@ -64,19 +79,9 @@ class Infra(NamedTuple):
 class Docker:
     """The Docker engine, as cnirun uses it."""
 
-    def __init__(self) -> None:
-        self._engine: engine.Engine | None = None
-
-    @property
-    def engine(self) -> engine.Engine:
-        if self._engine is None:
-            if not engine.supported():
-                raise DockerRuntimeError(
-                    f"DOCKER_HOST {engine.docker_host()} (TLS, ssh or a docker context) is not "
-                    "supported: use a unix:// or tcp:// DOCKER_HOST"
-                )
-            self._engine = engine.Engine()
-        return self._engine
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.engine = engine.Engine(endpoint.host)
 
     def _call(self, doing: str, method: str, path: str, **kwargs: Any) -> Any:
         log.debug("docker: %s %s", method, path)
@@ -96,19 +101,24 @@ class Docker:
             raise DockerRuntimeError(f"docker {method} {path}: {e.message}") from None
 
     def ensure_infra_image(
-        self, image: str, pull_policy: str | None = None, *, quiet: bool = False
+        self, image: str, pull_policy: str | None = None, display: PullDisplay | None = None
     ) -> None:
         """Make sure the infra image exists: build cnirun's pause image, pull any other.
 
-        `pull_policy` and `quiet` are `--pull` and `-q` (see cnirun.pull); the built-in pause
-        image is never pulled, whatever the policy.
+        `pull_policy` is `--pull` (see cnirun.docker.pull) and `display` shows the pull (None
+        under `-q`); the built-in pause image is never pulled, whatever the policy.
         """
         status, _ = self._try("GET", f"/images/{image}/json")
         if image != pause.PAUSE_IMAGE:
-            from cnirun import pull
+            from cnirun.docker import pull
 
             pull.ensure_image(
-                image, present=status == 200, policy=pull_policy, quiet=quiet, role="infra image"
+                self.endpoint,
+                image,
+                present=status == 200,
+                policy=pull_policy,
+                display=display,
+                role="infra image",
             )
             return
         if status == 200:
@@ -235,3 +245,19 @@ class Docker:
     def stop(self, container: str, timeout: int = 10) -> None:
         """Stop a container like `docker stop` (SIGTERM, then SIGKILL after `timeout`)."""
         self._try("POST", f"/containers/{container}/stop", query={"t": timeout})
+
+    def version(self) -> dict[str, Any]:
+        """The engine's `/version` answer (Version, ApiVersion, ...)."""
+        answer: dict[str, Any] = self._call("ask the Docker engine its version", "GET", "/version")
+        return answer
+
+    def network_subnets(self) -> list[str]:
+        """The subnets of Docker's own networks (for choosing a CNI subnet that misses them)."""
+        networks = self._call("list Docker networks", "GET", "/networks")
+        found: list[str] = []
+        for network in networks if isinstance(networks, list) else []:
+            for config in ((network or {}).get("IPAM") or {}).get("Config") or []:
+                subnet = config.get("Subnet") if isinstance(config, dict) else None
+                if isinstance(subnet, str):
+                    found.append(subnet)
+        return found

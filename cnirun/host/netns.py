@@ -1,7 +1,7 @@
 """Named network namespaces under /run/netns: hold, create, enter, inspect and release them.
 
 Mounts and namespace switches go through ctypes on libc, so the hot path (hold/release) stays
-cheap; pyroute2 is imported only inside `interface_addresses`. Never imports docker.
+cheap (no pyroute2). Imports nothing of cnirun but its errors.
 """
 
 from __future__ import annotations
@@ -291,33 +291,6 @@ def release_netns(name: str) -> None:
     except OSError as e:
         raise NetnsError(f"cannot release netns {path}: {e.strerror}") from e
     log.debug("released netns %s", path)
-
-
-def interface_addresses(path: str) -> dict[str, list[str]]:
-    """Return every interface in the netns at `path` with its addresses in CIDR form.
-
-    Interfaces without an address map to an empty list.
-
-    Raises:
-        NetnsError: `path` is missing or not a netns, or netlink fails.
-    """
-    from pyroute2 import IPRoute
-
-    if not netns_exists(path):
-        raise NetnsError(f"{path} is not a network namespace")
-    try:
-        # flags=0: pyroute2 would otherwise create a namespace at a missing path.
-        # groups=0: a one-shot dump needs no event subscription.
-        with IPRoute(netns=path, flags=0, groups=0) as ipr:
-            names = {link["index"]: link.get("ifname") for link in ipr.link("dump")}
-            result: dict[str, list[str]] = {name: [] for name in names.values()}
-            for addr in ipr.addr("dump"):
-                # IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on p2p links.
-                local = addr.get("local") or addr.get("address")
-                result[names[addr["index"]]].append(f"{local}/{addr['prefixlen']}")
-    except OSError as e:
-        raise NetnsError(f"cannot list interfaces in netns {path}: {e}") from e
-    return result
 
 
 def run_in_netns(path: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:

@@ -13,14 +13,16 @@ from typing import Any, NamedTuple
 
 import typer
 
-from cnirun.cli import guarded
+from cnirun.cli.app import command
+from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format
+from cnirun.cli.output import json_out, say
 from cnirun.cni import validate
-from cnirun.cni.api import DEFAULT_TIMEOUT, CNIConfig
-from cnirun.cni.cache import cache_dir_from_env
-from cnirun.cni.config import NetworkConfigList, load_network, netconf_dir_from_env
-from cnirun.cni.invoke import plugin_dirs
+from cnirun.cni.api import CNIConfig
+from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import UsageError
+from cnirun.netconf.select import Configs
+from cnirun.settings import DEFAULT_CNI_TIMEOUT, Settings
 
 app = typer.Typer(
     help="Run CNI operations on a network namespace, like cnitool.",
@@ -36,10 +38,8 @@ CONTAINER_ID = typer.Option(
 )
 ARGS = typer.Option(None, "--args", help="CNI_ARGS pair K=V (repeatable) [env CNI_ARGS].")
 CAP_ARGS = typer.Option(None, "--cap-args", help="Capability args as JSON [env CAP_ARGS].")
-NETCONF_DIR = typer.Option(None, "--netconf-dir", help="Config dir [env NETCONFPATH].")
-CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [env CNI_PATH].")
 CACHE_DIR = typer.Option(None, "--cache-dir", help="Result cache dir [default /var/lib/cni].")
-TIMEOUT = typer.Option(DEFAULT_TIMEOUT, "--timeout", help="Seconds each plugin call may take.")
+TIMEOUT = typer.Option(DEFAULT_CNI_TIMEOUT, "--timeout", help="Seconds each plugin call may take.")
 IGNORED_NETNS = typer.Argument(None, help="Ignored (accepted for cnitool compatibility).")
 VALID = typer.Option(
     None, "--valid", help="An attachment still in use, as CONTAINERID/IFNAME (repeatable)."
@@ -47,12 +47,12 @@ VALID = typer.Option(
 ALL_STALE = typer.Option(
     False, "--all", help="Treat every cached attachment of NETWORK as stale (like cnitool gc)."
 )
-FORMAT = typer.Option("table", "--format", help="Output format: table or json.")
 
 
 class Target(NamedTuple):
     """A loaded network plus the runtime to act on it."""
 
+    settings: Settings
     cni: CNIConfig
     net: NetworkConfigList
 
@@ -66,9 +66,9 @@ def _target(
 ) -> Target:
     if timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout:g}")
-    net = load_network(netconf_dir_from_env(netconf_dir), network)
-    cni = CNIConfig(plugin_dirs(cni_path), cache_dir_from_env(cache_dir), timeout=timeout)
-    return Target(cni, net)
+    settings = Settings.load(netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir)
+    cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=timeout)
+    return Target(settings, cni, Configs(settings.netconf_dir, cni).find(network))
 
 
 def resolve_netns(netns: str, must_exist: bool) -> str:
@@ -87,6 +87,7 @@ def cnitool_container_id(netns_path: str) -> str:
 
 
 def _runtime(
+    target: Target,
     netns: str,
     must_exist: bool,
     ifname: str | None,
@@ -98,8 +99,8 @@ def _runtime(
     if args:
         cni_args = validate.cni_args_pairs(args)
     else:
-        cni_args = validate.parse_cni_args(os.environ.get("CNI_ARGS", ""))
-    caps_text = cap_args if cap_args is not None else os.environ.get("CAP_ARGS", "")
+        cni_args = validate.parse_cni_args(target.settings.get("CNI_ARGS"))
+    caps_text = cap_args if cap_args is not None else target.settings.get("CAP_ARGS")
     caps: dict[str, Any] = {}
     if caps_text:
         try:
@@ -113,7 +114,7 @@ def _runtime(
     return RuntimeConf(
         container_id=container_id or cnitool_container_id(path),
         netns=path,
-        ifname=ifname or os.environ.get("CNI_IFNAME") or "eth0",
+        ifname=ifname or target.settings.get("CNI_IFNAME") or "eth0",
         cni_args=cni_args,
         capability_args=caps,
     )
@@ -133,7 +134,7 @@ def _with_cached_args(target: Target, rt: RuntimeConf) -> RuntimeConf:
     return rt
 
 
-@app.command("add")
+@command(app, "add")
 def add(
     network: str = NETWORK,
     netns: str = NETNS,
@@ -152,17 +153,13 @@ def add(
     Example:
       ip netns add demo && cnirun net add mynet /run/netns/demo
     """
-
-    def body() -> None:
-        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-        rt = _runtime(netns, True, ifname, container_id, args, cap_args)
-        result = target.cni.add_network_list(target.net, rt)
-        print(json.dumps(result.to_json(), indent=4))
-
-    guarded(body)
+    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+    rt = _runtime(target, netns, True, ifname, container_id, args, cap_args)
+    result = target.cni.add_network_list(target.net, rt)
+    json_out(result.to_json(), indent=4)
 
 
-@app.command("check")
+@command(app, "check")
 def check(
     network: str = NETWORK,
     netns: str = NETNS,
@@ -177,15 +174,12 @@ def check(
 ) -> None:
     """CHECK that the namespace's attachment to NETWORK is as the plugins left it."""
 
-    def body() -> None:
-        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-        rt = _runtime(netns, True, ifname, container_id, args, cap_args)
-        target.cni.check_network_list(target.net, rt)
-
-    guarded(body)
+    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+    rt = _runtime(target, netns, True, ifname, container_id, args, cap_args)
+    target.cni.check_network_list(target.net, rt)
 
 
-@app.command("del")
+@command(app, "del")
 def delete(
     network: str = NETWORK,
     netns: str = NETNS,
@@ -200,15 +194,12 @@ def delete(
 ) -> None:
     """DEL the namespace from NETWORK (idempotent; a vanished namespace is fine)."""
 
-    def body() -> None:
-        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-        rt = _runtime(netns, False, ifname, container_id, args, cap_args)
-        target.cni.del_network_list(target.net, _with_cached_args(target, rt))
-
-    guarded(body)
+    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+    rt = _runtime(target, netns, False, ifname, container_id, args, cap_args)
+    target.cni.del_network_list(target.net, _with_cached_args(target, rt))
 
 
-@app.command("gc")
+@command(app, "gc")
 def gc(
     network: str = NETWORK,
     netns: str | None = IGNORED_NETNS,
@@ -225,29 +216,25 @@ def gc(
     Example:
       cnirun net gc mynet --valid cnitool-0123456789abcdef0123/eth0
     """
-
-    def body() -> None:
-        if not valid and not all_stale:
-            raise UsageError(
-                "net gc needs the attachments still in use "
-                "(--valid CONTAINERID/IFNAME, repeatable); "
-                "pass --all to delete every attachment of the network"
-            )
-        if valid and all_stale:
-            raise UsageError("--valid and --all cannot be used together")
-        attachments = []
-        for item in valid or []:
-            cid, sep, ifname = item.partition("/")
-            if not sep or not cid or not ifname:
-                raise UsageError(f'invalid --valid "{item}": expected CONTAINERID/IFNAME')
-            attachments.append((cid, ifname))
-        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-        target.cni.gc_network_list(target.net, attachments)
-
-    guarded(body)
+    if not valid and not all_stale:
+        raise UsageError(
+            "net gc needs the attachments still in use "
+            "(--valid CONTAINERID/IFNAME, repeatable); "
+            "pass --all to delete every attachment of the network"
+        )
+    if valid and all_stale:
+        raise UsageError("--valid and --all cannot be used together")
+    attachments = []
+    for item in valid or []:
+        cid, sep, ifname = item.partition("/")
+        if not sep or not cid or not ifname:
+            raise UsageError(f'invalid --valid "{item}": expected CONTAINERID/IFNAME')
+        attachments.append((cid, ifname))
+    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+    target.cni.gc_network_list(target.net, attachments)
 
 
-@app.command("status")
+@command(app, "status")
 def status(
     network: str = NETWORK,
     netns: str | None = IGNORED_NETNS,
@@ -258,14 +245,11 @@ def status(
 ) -> None:
     """Ask NETWORK's plugins whether they are ready for ADD (cniVersion 1.1.0 networks)."""
 
-    def body() -> None:
-        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-        target.cni.status_network_list(target.net)
-
-    guarded(body)
+    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+    target.cni.status_network_list(target.net)
 
 
-@app.command("version")
+@command(app, "version")
 def version(
     network: str = NETWORK,
     netconf_dir: str | None = NETCONF_DIR,
@@ -275,28 +259,16 @@ def version(
 ) -> None:
     """Show the CNI versions each plugin of NETWORK supports (VERSION)."""
 
-    def body() -> None:
-        target = _target(network, netconf_dir, cni_path, None, timeout)
-        rows = []
-        for plugin in target.net.plugins:
-            info = target.cni.version_info(plugin.type)
-            rows.append({"type": plugin.type, "supportedVersions": list(info.supported_versions)})
-        if output not in ("table", "json"):
-            raise UsageError(f"unknown --format {output!r}: use table or json")
-        if output == "json":
-            print(
-                json.dumps(
-                    {
-                        "network": target.net.name,
-                        "cniVersion": target.net.cni_version,
-                        "plugins": rows,
-                    },
-                    indent=4,
-                )
-            )
-            return
-        print(f"network {target.net.name} (cniVersion {target.net.cni_version or '0.1.0'})")
-        for row in rows:
-            print(f"{row['type']}: {', '.join(row['supportedVersions'])}")
-
-    guarded(body)
+    target = _target(network, netconf_dir, cni_path, None, timeout)
+    rows = []
+    for plugin in target.net.plugins:
+        info = target.cni.version_info(plugin.type)
+        rows.append({"type": plugin.type, "supportedVersions": list(info.supported_versions)})
+    check_format(output)
+    if output == "json":
+        net = target.net
+        json_out({"network": net.name, "cniVersion": net.cni_version, "plugins": rows}, indent=4)
+        return
+    say(f"network {target.net.name} (cniVersion {target.net.cni_version or '0.1.0'})")
+    for row in rows:
+        say(f"{row['type']}: {', '.join(row['supportedVersions'])}")

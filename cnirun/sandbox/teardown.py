@@ -12,30 +12,51 @@ from __future__ import annotations
 import logging
 import threading
 
-from cnirun import netns
+from cnirun.attach import Attachment, del_all
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import list_from_bytes
 from cnirun.cni.types import RuntimeConf
-from cnirun.docker_runtime import Docker
+from cnirun.docker.runtime import Docker
 from cnirun.errors import CnirunError
-from cnirun.state import SandboxRecord, fault_point, sandbox_lock
+from cnirun.host import netns
+from cnirun.sandbox.records import RecordStore, SandboxRecord
 
 log = logging.getLogger(__name__)
 
 
-def teardown(record: SandboxRecord, docker: Docker) -> list[str]:
+def teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list[str]:
     """Undo everything the record says was set up; return what could not be undone.
 
     Holds the sandbox's lock: of two teardowns at once (`rm` twice, `rm` and `gc`), the
     second waits, then finds the record gone and has nothing to do.
     """
-    with sandbox_lock(record.id) as recorded:
+    with store.lock(record.id) as recorded:
         if not recorded:
             return []
-        return _teardown(record, docker)
+        return _teardown(record, store, docker)
 
 
-def _teardown(record: SandboxRecord, docker: Docker) -> list[str]:
+def recorded_attachments(record: SandboxRecord) -> tuple[list[Attachment], list[str]]:
+    """The record's attachments as the core takes them; plus those whose config is unreadable."""
+    attachments, failures = [], []
+    for recorded in record.attachments:
+        try:
+            net = list_from_bytes(recorded.config, recorded.source)
+        except CnirunError as e:
+            failures.append(f"network {recorded.network} ({recorded.ifname}): {e}")
+            continue
+        rt = RuntimeConf(
+            container_id=record.cni_container_id,
+            netns=record.netns_path,
+            ifname=recorded.ifname,
+            cni_args=tuple((k, v) for k, v in recorded.cni_args),
+            capability_args=recorded.capability_args,
+        )
+        attachments.append(Attachment(net, rt))
+    return attachments, failures
+
+
+def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list[str]:
     failures: list[str] = []
 
     def remove_infra() -> None:
@@ -47,23 +68,11 @@ def _teardown(record: SandboxRecord, docker: Docker) -> list[str]:
     remover = threading.Thread(target=remove_infra, name="remove-infra")
     remover.start()
     cni = CNIConfig(record.plugin_dirs, record.cache_dir, timeout=record.cni_timeout)
-    for attachment in reversed(record.attachments):
-        try:
-            net = list_from_bytes(attachment.config, attachment.source)
-            rt = RuntimeConf(
-                container_id=record.cni_container_id,
-                netns=record.netns_path,
-                ifname=attachment.ifname,
-                cni_args=tuple((k, v) for k, v in attachment.cni_args),
-                capability_args=attachment.capability_args,
-            )
-            cni.del_network_list(net, rt)
-            fault_point("teardown")
-        except CnirunError as e:
-            failures.append(f"network {attachment.network} ({attachment.ifname}): {e}")
+    attachments, unreadable = recorded_attachments(record)
+    failures += unreadable + del_all(cni, attachments)
     remover.join()
     try:
-        record.delete_files()
+        store.delete_files(record.id)
     except CnirunError as e:
         failures.append(str(e))
     if record.netns_name:
@@ -72,7 +81,7 @@ def _teardown(record: SandboxRecord, docker: Docker) -> list[str]:
         except CnirunError as e:
             failures.append(str(e))
     if not failures:
-        record.delete()
+        store.delete(record.id)
     else:
-        log.debug("keeping state %s for `cnirun gc`", record.path)
+        log.debug("keeping state %s for `cnirun gc`", store.path(record.id))
     return failures

@@ -1,20 +1,18 @@
-"""A minimal Docker Engine API client for cnirun's hot path (unix or plain tcp DOCKER_HOST).
+"""A minimal Docker Engine API client for cnirun's hot path (unix or plain tcp endpoints).
 
 Every `cnirun run` needs a handful of requests (create, start, inspect, remove); importing the
 Docker SDK for them would cost ~150 ms of CPU, more than all the rest of cnirun. This speaks
 HTTP/1.1 over a socket directly, one connection per request. The SDK stays in use where its
-weight pays off (image pulls with registry auth, TLS hosts).
+weight pays off (image pulls with registry auth). cnirun.docker.endpoint says which daemon.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import urllib.parse
 from typing import Any
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 TIMEOUT = 120.0
 
 
@@ -27,23 +25,11 @@ class EngineError(Exception):
         super().__init__(message)
 
 
-def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-
-
-def supported() -> bool:
-    """Whether this client can reach DOCKER_HOST (TLS and ssh hosts need the SDK)."""
-    host = docker_host()
-    if os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CONTEXT"):
-        return False
-    return host.startswith(("unix://", "tcp://", "http://"))
-
-
 class Engine:
     """Requests to the Docker Engine API, version-negotiated on first use."""
 
-    def __init__(self, host: str | None = None) -> None:
-        self.host = host or docker_host()
+    def __init__(self, host: str) -> None:
+        self.host = host
         self._prefix: str | None = None
 
     def _connect(self) -> socket.socket:

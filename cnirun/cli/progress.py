@@ -1,121 +1,15 @@
-"""Image pulls cnirun makes itself (a user-chosen infra image), shown the way `docker run` does.
-
-Owns the `--pull missing|always|never` decision and the progress display on stderr: per-layer
-lines redrawn in place on a terminal, plain status lines otherwise, nothing with `-q`. The
-workload image is not pulled here: the docker CLI that runs it does that with the same flags.
-"""
+"""Docker's pull progress, drawn on stderr as the docker CLI draws it (the `PullDisplay` the
+Docker layer reports to): per-layer lines redrawn in place on a terminal, plain status lines
+otherwise; `-q` shows nothing at all (no display is made)."""
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from cnirun import engine
-from cnirun.errors import DockerRuntimeError
-
-__all__ = ["POLICIES", "ProgressDisplay", "ensure_image", "human_size", "progress_text", "pull"]
-
-log = logging.getLogger(__name__)
-
-POLICIES = ("missing", "always", "never")
 BAR_WIDTH = 50
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
-
-
-def ensure_image(
-    image: str,
-    *,
-    present: bool,
-    policy: str | None = None,
-    quiet: bool = False,
-    platform: str | None = None,
-    role: str = "image",
-    out: TextIO | None = None,
-) -> None:
-    """Pull `image` if `policy` (None or "" mean "missing", as in docker) asks for it.
-
-    `present` says whether the engine already has the image. `role` names the image in
-    messages ("infra image"). Progress goes to `out` (default stderr) unless `quiet`.
-
-    Raises:
-        DockerRuntimeError: the image is missing under `never`, or the pull failed.
-    """
-    policy = policy or "missing"
-    if policy not in POLICIES:
-        raise DockerRuntimeError(f"invalid pull policy {policy!r}: want always, missing or never")
-    if policy == "never":
-        if not present:
-            raise DockerRuntimeError(
-                f"{role} {image} is not present locally and --pull=never forbids pulling it: "
-                f"run `docker pull {image}` first, or drop --pull=never"
-            )
-        return
-    if policy == "missing" and present:
-        return
-    stream = out if out is not None else sys.stderr
-    if policy == "missing" and not quiet:
-        print(f"Unable to find {role} '{image}' locally", file=stream, flush=True)
-    pull(image, platform=platform, display=None if quiet else ProgressDisplay(stream), role=role)
-
-
-def pull(
-    image: str,
-    *,
-    platform: str | None = None,
-    display: ProgressDisplay | None = None,
-    role: str = "image",
-) -> None:
-    """Pull one image (":latest" when untagged) through the engine, showing progress on `display`.
-
-    Uses the Docker SDK, imported only now: it reads registry credentials (config.json and
-    credential helpers) as the docker CLI does, which is worth its import time here.
-
-    Raises:
-        DockerRuntimeError: the engine or the registry refused or failed the pull.
-    """
-    import docker
-    import requests
-
-    log.debug("docker: pull %s (platform %s)", image, platform or "default")
-    try:
-        # The daemon cnirun.engine talks to (cnirun refuses TLS and ssh hosts before any pull).
-        client = docker.APIClient(base_url=engine.docker_host(), version="auto")
-        try:
-            events = client.pull(image, stream=True, decode=True, platform=platform)
-            for event in events:
-                error = _event_error(event)
-                if error:
-                    raise DockerRuntimeError(f"cannot pull {role} {image}: {error}")
-                if display is not None:
-                    display.show(event)
-        finally:
-            client.close()
-    except docker.errors.APIError as e:
-        reason = e.explanation or str(e)
-        raise DockerRuntimeError(f"cannot pull {role} {image}: {_one_line(reason)}") from None
-    except (docker.errors.DockerException, requests.RequestException, OSError) as e:
-        raise DockerRuntimeError(f"cannot pull {role} {image}: {_one_line(str(e))}") from None
-    finally:
-        if display is not None:
-            display.close()
-
-
-def _event_error(event: Any) -> str:
-    if not isinstance(event, Mapping):
-        return ""
-    detail = event.get("errorDetail")
-    message = event.get("error") or (detail.get("message") if isinstance(detail, Mapping) else "")
-    return _one_line(str(message)) if message else ""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-# -- the progress display ---------------------------------------------------------------------
 
 
 def human_size(size: float) -> str:
@@ -159,6 +53,10 @@ class ProgressDisplay:
         self.width = width or _width(out)
         # Layer id -> its line in the block above the cursor; the cursor stays just below.
         self.rows: dict[str, int] = {}
+
+    def notice(self, text: str) -> None:
+        self.rows = {}
+        self._write(text + "\n")
 
     def show(self, event: Mapping[str, Any]) -> None:
         """Render one decoded event (a dict of the engine's JSON stream)."""

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cnirun.errors import CnirunError
+from cnirun.files import write_atomic
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 # What systemd-resolved's stub (127.0.0.53, useless inside a container) stands in front of.
@@ -190,8 +191,6 @@ def _read(path: str) -> str:
 def write(path: str, text: str) -> None:
     """Write one file (world-readable: the workload may run as any user)."""
     try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(path, 0o644)
+        write_atomic(path, text.encode(), 0o644)
     except OSError as e:
         raise CnirunError(f"cannot write {path}: {e.strerror or e}") from None

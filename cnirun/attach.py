@@ -1,0 +1,69 @@
+"""Attaching a namespace to its networks and detaching it again: the ADD loop and the reverse
+DEL, shared by the sandbox session (`run`) and `priv-net-run`.
+
+Each attachment is handed to `before_add` (the session records it on disk) before its ADD
+starts, so an ADD cut short by a crash or a second signal is still DELeted later. A first
+signal during an ADD lets it finish; the loop then stops (see cnirun.host.signals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from cnirun.cni.api import CNIConfig
+from cnirun.cni.config import NetworkConfigList
+from cnirun.cni.types import Result, RuntimeConf
+from cnirun.errors import CnirunError
+from cnirun.host.signals import Mode, SignalGuard
+from cnirun.testhooks import fault_point
+
+
+class Attachment(NamedTuple):
+    """One network on one interface of a namespace."""
+
+    net: NetworkConfigList
+    rt: RuntimeConf
+
+
+def add_all(
+    cni: CNIConfig,
+    attachments: Sequence[Attachment],
+    guard: SignalGuard,
+    before_add: Callable[[Attachment], None] = lambda _: None,
+    after_add: Callable[[Attachment, Result], None] = lambda _a, _r: None,
+) -> list[Result]:
+    """ADD each attachment in order; return their results.
+
+    Raises:
+        CnirunError: an ADD failed (the core has already DELeted that network), naming it.
+        Interrupted: a signal arrived; the attachments handed to `before_add` need a DEL.
+    """
+    results: list[Result] = []
+    for attachment in attachments:
+        before_add(attachment)
+        previous = guard.mode
+        guard.enter(Mode.ADDING)
+        try:
+            result = cni.add_network_list(attachment.net, attachment.rt)
+        except CnirunError as e:
+            raise CnirunError(f"network {attachment.net.name}: {e}") from None
+        finally:
+            guard.enter(previous)
+        results.append(result)
+        after_add(attachment, result)
+        fault_point("add")
+        guard.checkpoint()
+    return results
+
+
+def del_all(cni: CNIConfig, attachments: Sequence[Attachment]) -> list[str]:
+    """DEL the attachments in reverse order; return what failed (every DEL is tried)."""
+    failures: list[str] = []
+    for attachment in reversed(attachments):
+        try:
+            cni.del_network_list(attachment.net, attachment.rt)
+            fault_point("teardown")
+        except CnirunError as e:
+            failures.append(f"network {attachment.net.name} ({attachment.rt.ifname}): {e}")
+    return failures

@@ -1,0 +1,152 @@
+"""`cnirun network create | ls | inspect | rm`: the commands (the work is cnirun.netconf.manage)."""
+
+from __future__ import annotations
+
+import typer
+
+from cnirun.cli.app import command
+from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format
+from cnirun.cli.output import json_out, say, table, warn
+from cnirun.cni.api import CNIConfig
+from cnirun.errors import CnirunError
+from cnirun.netconf import manage
+from cnirun.netconf.select import Configs
+from cnirun.settings import Settings
+
+VERSION_TIMEOUT = 10.0
+
+app = typer.Typer(
+    help="Create, list, inspect and remove CNI network configs.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+NAME = typer.Argument(..., help="Network name (also the file name, NAME.conflist).")
+NAMES = typer.Argument(..., help="Network name(s).")
+DRIVER = typer.Option("bridge", "--driver", "-d", help="bridge, ptp, macvlan or ipvlan.")
+SUBNET = typer.Option(
+    None, "--subnet", help="Subnet CIDR (repeatable) [default: a free /24 of 10.78.0.0/15]."
+)
+GATEWAY = typer.Option(None, "--gateway", help="Gateway of a subnet (repeatable).")
+IP_RANGE = typer.Option(
+    None, "--ip-range", help="Allocate container addresses only from this CIDR (repeatable)."
+)
+PARENT = typer.Option(None, "--parent", help="Host interface (macvlan, ipvlan).")
+BRIDGE = typer.Option(None, "--bridge", help="Bridge device name [default: cni-<hash of NAME>].")
+INTERNAL = typer.Option(
+    False, "--internal", help="No gateway, masquerade, default route or port mapping."
+)
+LABEL = typer.Option(None, "--label", help="KEY=VALUE (repeatable).")
+CNI_VERSION = typer.Option(
+    None, "--cni-version", help="[default: the newest all its plugins support]"
+)
+FORCE = typer.Option(
+    False, "--force", "-f", help="Also remove files cnirun did not create, or in use."
+)
+
+
+def _configs(netconf_dir: str | None, cni_path: str | None) -> Configs:
+    from cnirun.docker.runtime import connect
+    from cnirun.sandbox.plan import configs_for
+
+    settings = Settings.load(netconf_dir=netconf_dir, cni_path=cni_path)
+    cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=VERSION_TIMEOUT)
+    try:
+        docker = connect(settings.environ)
+    except CnirunError:
+        docker = None  # Docker's subnets are only avoided when it can be asked
+    return configs_for(settings, cni, docker)
+
+
+@command(app, "create")
+def create(
+    name: str = NAME,
+    driver: str = DRIVER,
+    subnet: list[str] | None = SUBNET,
+    gateway: list[str] | None = GATEWAY,
+    ip_range: list[str] | None = IP_RANGE,
+    parent: str | None = PARENT,
+    bridge: str | None = BRIDGE,
+    internal: bool = INTERNAL,
+    label: list[str] | None = LABEL,
+    cni_version: str | None = CNI_VERSION,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+) -> None:
+    """Write a new network config, NAME.conflist, into the config dir.
+
+    \b
+    Examples:
+      cnirun network create web --subnet 10.78.5.0/24
+      cnirun network create lan --driver macvlan --parent eth1
+    """
+    req = manage.CreateRequest(
+        name=name,
+        driver=driver,
+        subnets=subnet or [],
+        gateways=gateway or [],
+        ip_ranges=ip_range or [],
+        parent=parent,
+        bridge=bridge,
+        internal=internal,
+        labels=label or [],
+        cni_version=cni_version,
+    )
+    manage.create_network(_configs(netconf_dir, cni_path), req)
+    say(name)
+
+
+@command(app, "ls")
+def ls(
+    output: str = FORMAT,
+    netconf_dir: str | None = NETCONF_DIR,
+) -> None:
+    """List the networks of the config dir (files that do not load are reported on stderr)."""
+    check_format(output)
+    rows, errors = manage.list_networks(_configs(netconf_dir, None))
+    for error in errors:
+        warn(error)
+    if output == "json":
+        json_out(rows)
+        return
+    header = ("NAME", "DRIVER", "SUBNETS", "CNIVERSION", "DEFAULT", "CREATED BY", "FILE")
+    table(
+        header,
+        (
+            (
+                row["name"],
+                row["driver"],
+                ",".join(row["subnets"]) or "-",
+                row["cniVersion"] or "-",
+                "*" if row["default"] else "",
+                "cnirun" if row["createdByCnirun"] else "-",
+                row["file"],
+            )
+            for row in rows
+        ),
+        gap="  ",
+    )
+
+
+@command(app, "inspect")
+def inspect(
+    names: list[str] = NAMES,
+    netconf_dir: str | None = NETCONF_DIR,
+    cni_path: str | None = CNI_PATH,
+) -> None:
+    """Show networks as JSON: config, plugins with their versions, live attachments."""
+    configs = _configs(netconf_dir, cni_path)
+    json_out([manage.inspect_network(configs, n) for n in names])
+
+
+@command(app, "rm")
+def rm(
+    names: list[str] = NAMES,
+    force: bool = FORCE,
+    netconf_dir: str | None = NETCONF_DIR,
+) -> None:
+    """Remove networks cnirun created (refused while attachments exist, unless --force)."""
+    configs = _configs(netconf_dir, None)
+    for name in names:
+        manage.remove_network(configs, name, force)
+        say(name)

@@ -1,0 +1,81 @@
+"""The workload's `docker run` command line: the docker CLI runs it, so every flag, `-it`,
+signals and exit codes are Docker's own; cnirun only adds the network, labels and mounts."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+
+from cnirun.docker.runtime import LABEL_ROLE, LABEL_SANDBOX, ROLE_WORKLOAD
+from cnirun.errors import CnirunError
+
+
+def docker_cli() -> str:
+    """The docker CLI's path.
+
+    Raises:
+        CnirunError: there is none on PATH.
+    """
+    path = shutil.which("docker")
+    if path is None:
+        raise CnirunError("the docker command-line client is not installed (no `docker` in PATH)")
+    return path
+
+
+def plain_argv(flags: Sequence[str], image: str, command: Sequence[str]) -> list[str]:
+    """`docker run` with no CNI at all (`--network host|none`)."""
+    return [docker_cli(), "run", *flags, image, *command]
+
+
+def run_argv(
+    *,
+    infra_id: str,
+    sandbox_id: str,
+    files: Mapping[str, str],
+    read_only: bool,
+    flags: Sequence[str],
+    image: str,
+    command: Sequence[str],
+) -> list[str]:
+    """`docker run` joining the infra's network namespace, labelled as the sandbox's workload.
+
+    `files` maps a path in the container to the host file cnirun wrote for it (hosts,
+    resolv.conf); the caller leaves out those the user mounts something of their own on.
+    """
+    return [
+        docker_cli(),
+        "run",
+        f"--network=container:{infra_id}",
+        "--label",
+        f"{LABEL_SANDBOX}={sandbox_id}",
+        "--label",
+        f"{LABEL_ROLE}={ROLE_WORKLOAD}",
+        *bind_mounts(files, read_only),
+        *flags,
+        image,
+        *command,
+    ]
+
+
+def bind_mounts(files: Mapping[str, str], read_only: bool) -> list[str]:
+    """Bind-mount flags for `files` (target -> source); read-only under --read-only, as
+    Docker's own copies of these files are."""
+    flags: list[str] = []
+    for target, source in files.items():
+        if ":" not in source:
+            # `z`: relabelled on SELinux hosts (as Docker's own copies are), ignored elsewhere.
+            flags += ["-v", f"{source}:{target}:{'ro,z' if read_only else 'z'}"]
+            continue
+        # -v cannot carry a path with a colon; --mount can (it cannot relabel, though).
+        fields = ["type=bind", f"source={source}", f"target={target}"]
+        if read_only:
+            fields.append("readonly")
+        flags += ["--mount", ",".join(_csv_field(f) for f in fields)]
+    return flags
+
+
+def _csv_field(text: str) -> str:
+    # --mount is read as one CSV record: quote a field that has a comma or a quote.
+    if "," in text or '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text

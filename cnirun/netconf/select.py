@@ -1,0 +1,192 @@
+"""Which network config a command uses: one scan of the config dir, one rule for a network
+by name, one rule for the default network. Every command (run, priv-net-run, net, network,
+doctor) goes through `Configs`, so they can never disagree about the same directory.
+
+The scan is lenient: a file that does not load is reported (a warning naming it) and passed
+over, never blocking a lookup of another network or the default choice. By name, lists come
+before single configs, each in byte order of their paths, as in libcni. The default network
+is the first loadable network by file name (single configs without a valid network name,
+such as a bare loopback `.conf`, are passed over), not counting cnirun's own built-in
+default, which is used — and generated on first use — only when nothing else is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from cnirun.cni import validate
+from cnirun.cni.api import CNIConfig
+from cnirun.cni.config import (
+    NetworkConfigList,
+    conf_files,
+    conf_from_file,
+    list_from_file,
+    list_from_plugin,
+)
+from cnirun.errors import CNIError, ConfigError, NetworkNotFoundError, NoConfigsFoundError
+from cnirun.testhooks import default_network_overrides
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NETWORK_NAME = "cnirun"
+MARKER_KEY = "cnirun"  # top-level conflist key; libcni and plugins ignore unknown keys
+EXTENSIONS = (".conflist", ".conf", ".json")
+
+_warned: set[str] = set()
+
+
+def marker(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The cnirun marker of a parsed conflist, or None when cnirun did not write it."""
+    value = raw.get(MARKER_KEY)
+    return value if isinstance(value, dict) else None
+
+
+def created_by_cnirun(net: NetworkConfigList) -> bool:
+    return marker(net.raw) is not None
+
+
+def is_builtin_default(net: NetworkConfigList) -> bool:
+    """True for the file cnirun generated as its built-in default network."""
+    mark = marker(net.raw)
+    return mark is not None and mark.get("default") is True
+
+
+def default_network_name() -> str:
+    return default_network_overrides()[0] or DEFAULT_NETWORK_NAME
+
+
+def load_config_file(path: str) -> NetworkConfigList:
+    """A `.conflist`, or a `.conf`/`.json` upconverted to a one-plugin list."""
+    if path.endswith(".conflist"):
+        return list_from_file(path)
+    return list_from_plugin(conf_from_file(path), path)
+
+
+def config_paths(netconf_dir: str) -> list[str]:
+    """Every config file of the directory, sorted by file name as default selection does."""
+    return sorted(conf_files(netconf_dir, EXTENSIONS), key=os.path.basename)
+
+
+def _named(net: NetworkConfigList) -> bool:
+    try:
+        validate.network_name(net.name)
+    except CNIError:
+        return False
+    return True
+
+
+class Scan(NamedTuple):
+    """The config dir as read once: every loadable network (by file name) and every problem."""
+
+    directory: str
+    networks: list[NetworkConfigList]
+    problems: list[ConfigError]
+
+    def by_name(self, name: str) -> NetworkConfigList | None:
+        lists = sorted((n for n in self.networks if n.source.endswith(".conflist")), key=_key)
+        singles = sorted((n for n in self.networks if not n.source.endswith(".conflist")), key=_key)
+        return next((n for n in lists + singles if n.name == name), None)
+
+    def builtin(self) -> NetworkConfigList | None:
+        return next((n for n in self.networks if is_builtin_default(n)), None)
+
+    def default_choice(self) -> NetworkConfigList | None:
+        """The default network, if one is in the directory (the built-in one last)."""
+        usable = [n for n in self.networks if _named(n)]
+        return next((n for n in usable if not is_builtin_default(n)), None) or self.builtin()
+
+    def warn_problems(self) -> None:
+        """One warning per file that does not load (once per process and file)."""
+        for problem in self.problems:
+            if str(problem) not in _warned:
+                _warned.add(str(problem))
+                log.warning("skipping a config that does not load: %s", problem)
+
+
+def _key(net: NetworkConfigList) -> bytes:
+    return os.fsencode(net.source)  # Go's sort.Strings: byte order, as libcni
+
+
+def scan(netconf_dir: str) -> Scan:
+    """Read every config file of the directory (a missing directory is an empty scan).
+
+    Raises:
+        ConfigError: the directory itself cannot be read.
+    """
+    networks: list[NetworkConfigList] = []
+    problems: list[ConfigError] = []
+    for path in config_paths(netconf_dir):
+        try:
+            networks.append(load_config_file(path))
+        except ConfigError as e:
+            problems.append(e)
+    return Scan(netconf_dir, networks, problems)
+
+
+class Configs:
+    """The network configs of one directory, as every command sees them.
+
+    `docker_subnets` lists the subnets of Docker's own networks, for generating a network
+    that misses them (an empty list where Docker is not involved or cannot be asked).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        cni: CNIConfig,
+        docker_subnets: Callable[[], Sequence[str]] = lambda: (),
+    ) -> None:
+        self.directory = directory
+        self.cni = cni
+        self.docker_subnets = docker_subnets
+
+    def scan(self) -> Scan:
+        return scan(self.directory)
+
+    def find(self, name: str) -> NetworkConfigList:
+        """The network called `name`; the built-in default's name works before it exists.
+
+        Raises:
+            NetworkNotFoundError, NoConfigsFoundError: naming the directory (and the files
+                that do not load, one of which may be the one meant).
+        """
+        found = self.scan()
+        found.warn_problems()
+        net = found.by_name(name)
+        if net is not None:
+            return net
+        if name == default_network_name() and found.builtin() is None:
+            return self._builtin()
+        if not found.networks and not found.problems:
+            raise NoConfigsFoundError(f"no net configurations found in {self.directory}")
+        broken = f" ({len(found.problems)} file(s) there do not load)" if found.problems else ""
+        raise NetworkNotFoundError(
+            f'no net configuration with name "{name}" in {self.directory}{broken}'
+        )
+
+    def default(self) -> NetworkConfigList:
+        """The network used when none is named (generating the built-in default if needed).
+
+        Raises:
+            ConfigError: config files are there but none loads (the first problem is named,
+                so a typo is not silently replaced by the built-in default).
+        """
+        found = self.scan()
+        found.warn_problems()
+        chosen = found.default_choice()
+        if chosen is not None:
+            return chosen
+        if found.problems:
+            raise ConfigError(
+                f"no usable network in {self.directory}: {found.problems[0]}; "
+                "fix the file or choose a network with --network"
+            )
+        return self._builtin()
+
+    def _builtin(self) -> NetworkConfigList:
+        from cnirun.netconf import builtin  # generating costs imports only the first run pays
+
+        return builtin.ensure(self)

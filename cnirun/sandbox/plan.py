@@ -1,0 +1,128 @@
+"""Planning a run: every network, plugin and flag is loaded and checked before anything exists."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, NamedTuple
+
+from cnirun.cni.api import CNIConfig
+from cnirun.cni.config import NetworkConfigList
+from cnirun.docker.pause import PAUSE_IMAGE
+from cnirun.docker.runtime import Docker
+from cnirun.dockerargs import PortMapping, RunArgs
+from cnirun.errors import CnirunError, UsageError
+from cnirun.netconf.select import Configs
+from cnirun.settings import Settings
+
+
+class NetworkPlan(NamedTuple):
+    """One network to attach, with what its plugins will be given."""
+
+    net: NetworkConfigList
+    ifname: str
+    capability_args: dict[str, Any]  # filled in by make_plan
+
+
+class Plan(NamedTuple):
+    """Everything decided and validated before the first side effect."""
+
+    args: RunArgs
+    settings: Settings
+    sandbox_id: str
+    networks: list[NetworkPlan]
+    cni: CNIConfig
+    infra_image: str
+    ports: list[PortMapping]
+
+
+def configs_for(settings: Settings, cni: CNIConfig, docker: Docker | None) -> Configs:
+    """The config dir as every command sees it; Docker's subnets are avoided when known."""
+
+    def docker_subnets() -> list[str]:
+        if docker is None:
+            return []
+        try:
+            return docker.network_subnets()
+        except CnirunError:
+            return []  # best effort: Docker's networks are only avoided when it can be asked
+
+    return Configs(settings.netconf_dir, cni, docker_subnets)
+
+
+def resolve_networks(
+    configs: Configs, names: tuple[str, ...] | list[str]
+) -> list[NetworkConfigList]:
+    """The networks named (the default one when none is), each with all its plugins found.
+
+    Raises:
+        CnirunError: a network is missing, named twice, or lacks a plugin.
+    """
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if list(names).count(n) > 1)
+        raise UsageError(f"network {twice} is given twice")
+    nets = [configs.find(n) for n in names] if names else [configs.default()]
+    for net in nets:
+        try:
+            configs.cni.find_plugins(net)
+        except CnirunError as e:
+            raise CnirunError(
+                f"network {net.name} ({net.source or configs.directory}): {e}"
+            ) from None
+    return nets
+
+
+def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
+    """Load and check every network, plugin and flag; create nothing.
+
+    Raises:
+        CnirunError: for the first problem found, naming the network, file or flag.
+    """
+    cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=settings.cni_timeout)
+    nets = resolve_networks(configs_for(settings, cni, docker), args.networks)
+    plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
+    ports = [_with_host_port(p) for p in args.publish]
+    if ports:
+        target = _first_with_capability(plans, "portMappings", "-p/--publish", "the portmap plugin")
+        target.capability_args["portMappings"] = [p.to_cni() for p in ports]
+    if args.ips:
+        target = _first_with_capability(plans, "ips", "--ip/--ip6", "an IPAM such as host-local")
+        target.capability_args["ips"] = list(args.ips)
+    if args.mac:
+        target = _first_with_capability(
+            plans, "mac", "--mac-address", "the bridge or tuning plugin"
+        )
+        target.capability_args["mac"] = args.mac
+    return Plan(
+        args=args,
+        settings=settings,
+        sandbox_id=os.urandom(16).hex(),  # as uuid4().hex, without importing uuid
+        networks=plans,
+        cni=cni,
+        infra_image=args.infra_image or PAUSE_IMAGE,
+        ports=ports,
+    )
+
+
+def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: str) -> NetworkPlan:
+    for plan in plans:
+        if any(p.capabilities.get(cap) for p in plan.net.plugins):
+            return plan
+    names = ", ".join(p.net.name for p in plans)
+    raise UsageError(
+        f"{flag} needs a network whose plugins accept the {cap!r} capability, "
+        f'and {names} has none: add "capabilities": {{"{cap}": true}} to {hint} '
+        "in its config, or choose another --network"
+    )
+
+
+def _with_host_port(mapping: PortMapping) -> PortMapping:
+    """Docker picks a free host port for `-p 80`; so do we (portmap needs a number)."""
+    if mapping.host_port:
+        return mapping
+    kind = socket.SOCK_STREAM if mapping.protocol == "tcp" else socket.SOCK_DGRAM
+    family = socket.AF_INET6 if ":" in mapping.host_ip else socket.AF_INET
+    with socket.socket(family, kind) as probe:
+        probe.bind((mapping.host_ip, 0))
+        port = probe.getsockname()[1]
+    return PortMapping(mapping.host_ip, port, mapping.container_port, mapping.protocol)

@@ -1,0 +1,189 @@
+"""Sandboxes that outlive a command: listing, finding, removing, and reconciling them.
+
+State on disk plus reconciliation is the design (Docker has no hooks for us): a sandbox is
+live while the cnirun process that owns it runs, or, once detached, while its workload runs.
+What is not live is reclaimed (see cnirun.sandbox.reclaim).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, NamedTuple
+
+from cnirun import __version__
+from cnirun.docker.runtime import (
+    LABEL_ROLE,
+    LABEL_SANDBOX,
+    ROLE_INFRA,
+    ROLE_WORKLOAD,
+    Docker,
+    connect,
+)
+from cnirun.errors import CnirunError, UsageError
+from cnirun.host.etcfiles import ETC_FILES
+from cnirun.sandbox.records import RecordStore, SandboxRecord
+from cnirun.sandbox.teardown import teardown
+from cnirun.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Sandbox(NamedTuple):
+    """A recorded sandbox joined with what Docker says about its containers."""
+
+    record: SandboxRecord
+    files_dir: str
+    workload: dict[str, Any] | None = None
+    infra: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> str:
+        """running, starting (setup in progress), exited, or orphaned (its owner is gone)."""
+        if self.record.owner_alive():
+            return "starting" if self.record.detach and self.workload is None else "running"
+        if self.record.detach and self._workload_running():
+            return "running"
+        if self.record.detach and self.workload is not None:
+            return "exited"
+        return "orphaned"
+
+    def _workload_running(self) -> bool:
+        return self.workload is not None and self.workload.get("State") == "running"
+
+    @property
+    def live(self) -> bool:
+        """Owned by a running cnirun, or detached with its workload still running. A
+        foreground run whose cnirun died is not live, even if its workload still runs."""
+        if self.record.owner_alive():
+            return True
+        return self.record.detach and self._workload_running()
+
+    def addresses(self) -> list[str]:
+        found: list[str] = []
+        for result in self.record.results.values():
+            for ip in result.get("ips", []):
+                found.append(ip["address"])
+            for key in ("ip4", "ip6"):
+                if key in result:
+                    found.append(result[key]["ip"])
+        return found
+
+    def row(self) -> dict[str, Any]:
+        workload = self.workload or {}
+        names = workload.get("Names") or [""]
+        return {
+            "sandbox": self.record.id,
+            "workload": (workload.get("Id") or "")[:12],
+            "name": names[0].lstrip("/"),
+            "image": self.record.image,
+            "infra": self.record.infra_name,
+            "networks": [a.network for a in self.record.attachments],
+            "addresses": self.addresses(),
+            "ports": self.record.ports,
+            "state": self.state,
+            "created": self.record.created,
+        }
+
+    def inspect(self) -> dict[str, Any]:
+        return {
+            **self.row(),
+            "workloadId": (self.workload or {}).get("Id", ""),
+            "infraId": self.record.infra_id,
+            "hostname": self.record.hostname,
+            "netns": self.record.netns_path,
+            # The workload's own copies (Docker writes none for the infra): a sidecar joining
+            # the infra's network can bind-mount them too.
+            "etcFiles": {name: os.path.join(self.files_dir, name) for name in ETC_FILES},
+            "cniContainerId": self.record.cni_container_id,
+            "results": self.record.results,
+            "attachments": [
+                {"network": a.network, "ifname": a.ifname, "capabilityArgs": a.capability_args}
+                for a in self.record.attachments
+            ],
+            "cnirunVersion": __version__,
+        }
+
+
+def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[str]]:
+    """Every readable sandbox record with its containers; plus the unreadable record IDs."""
+    by_sandbox: dict[str, dict[str, dict[str, Any]]] = {}
+    for container in docker.containers():
+        labels = container.get("Labels") or {}
+        role = labels.get(LABEL_ROLE, "")
+        by_sandbox.setdefault(labels.get(LABEL_SANDBOX, ""), {})[role] = container
+    sandboxes, broken = [], []
+    for sandbox_id in store.ids():
+        try:
+            record = store.load(sandbox_id)
+        except CnirunError as e:
+            log.debug("%s", e)
+            broken.append(sandbox_id)
+            continue
+        found = by_sandbox.get(sandbox_id, {})
+        files = store.files_dir(sandbox_id)
+        sandboxes.append(Sandbox(record, files, found.get(ROLE_WORKLOAD), found.get(ROLE_INFRA)))
+    return sandboxes, broken
+
+
+def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
+    """A sandbox by workload ID, name or unique prefix, or by sandbox ID (prefix)."""
+    sandboxes, _ = load_all(docker, store)
+    matches = []
+    for sandbox in sandboxes:
+        workload = sandbox.workload or {}
+        names = [n.lstrip("/") for n in workload.get("Names") or []]
+        ids = [workload.get("Id", ""), sandbox.record.id]
+        if ref in names or any(i and i.startswith(ref) for i in ids):
+            matches.append(sandbox)
+    if not matches:
+        raise UsageError(f"no such sandbox: {ref}")
+    if len(matches) > 1:
+        raise UsageError(f"{ref} matches {len(matches)} sandboxes: use a longer prefix")
+    return matches[0]
+
+
+def remove(
+    docker: Docker, store: RecordStore, sandbox: Sandbox, force: bool, stop_only: bool = False
+) -> list[str]:
+    """Stop (and unless `stop_only`, remove) the workload, then tear the sandbox down."""
+    workload = sandbox.workload
+    if workload is not None:
+        running = workload.get("State") == "running"
+        if running and not force and not stop_only:
+            raise UsageError(
+                f"sandbox {sandbox.record.id[:12]} is running: stop it first or use rm -f"
+            )
+        if running:
+            docker.stop(workload["Id"])
+        if not stop_only:
+            docker.remove(workload["Id"])
+    return teardown(sandbox.record, store, docker)
+
+
+def _detached_and_unowned(store: RecordStore, sandbox_id: str) -> bool:
+    try:
+        record = store.load(sandbox_id)
+    except CnirunError:
+        return False
+    return record.detach and not record.owner_alive()
+
+
+def reconcile(docker: Docker, store: RecordStore) -> None:
+    """The cheap part of gc, run at the start of commands: tear down detached sandboxes
+    whose workload has exited or vanished. Asks Docker only when such sandboxes exist."""
+    if not any(_detached_and_unowned(store, sandbox_id) for sandbox_id in store.ids()):
+        return
+    sandboxes, _ = load_all(docker, store)
+    for sandbox in sandboxes:
+        if sandbox.record.detach and not sandbox.live:
+            for failure in teardown(sandbox.record, store, docker):
+                log.warning("reclaiming sandbox %s: %s", sandbox.record.id[:12], failure)
+
+
+def reconcile_quietly(settings: Settings) -> None:
+    """`reconcile` for commands that do not otherwise need Docker: problems are only logged."""
+    try:
+        reconcile(connect(settings.environ), RecordStore(settings.state_dir))
+    except (CnirunError, OSError) as e:
+        log.debug("reconciling sandboxes: %s", e)

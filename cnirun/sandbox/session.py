@@ -1,0 +1,346 @@
+"""The main job: infra container -> held netns -> CNI ADD -> workload -> teardown.
+
+Each step is recorded before it happens, and teardown runs on every exit path (normal exit,
+failure, Ctrl-C, SIGTERM, SIGHUP), ignoring further signals while it works. The session never
+prints: it returns an Outcome, and the CLI says what happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any, NamedTuple
+
+from cnirun.attach import Attachment, add_all
+from cnirun.cni.types import Result, RuntimeConf
+from cnirun.docker import workload
+from cnirun.docker.engine import EventStream
+from cnirun.docker.pull import PullDisplay
+from cnirun.docker.runtime import (
+    LABEL_STATE_DIR,
+    ROLE_WORKLOAD,
+    Docker,
+    Infra,
+    InfraSpec,
+    infra_name,
+)
+from cnirun.dockerargs import RunArgs
+from cnirun.errors import CnirunError, ExitCode
+from cnirun.host import etcfiles, netns
+from cnirun.host.signals import Interrupted, Mode, SignalGuard
+from cnirun.sandbox import registry
+from cnirun.sandbox.plan import Plan
+from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord
+from cnirun.sandbox.teardown import teardown
+from cnirun.testhooks import fault_point
+
+log = logging.getLogger(__name__)
+
+# How long a create request sent by a docker CLI that a signal stopped may still land.
+LATE_CREATE_SECONDS = 1.0
+
+
+class Outcome(NamedTuple):
+    """How a run ended: its exit status, the error that ended it, what teardown left."""
+
+    code: int
+    error: CnirunError | None
+    sandbox_id: str
+    teardown_failures: list[str]
+
+
+def plain_docker(args: RunArgs, environ: dict[str, str]) -> None:
+    """`--network host|none`: no CNI at all, just Docker.
+
+    Replaces this process with the docker CLI, so signals and the exit status are Docker's
+    own (a child would be orphaned, its container left running, if cnirun were killed).
+    """
+    argv = workload.plain_argv(args.workload_flags, args.image, args.command)
+    log.debug("docker: %s", argv)
+    try:
+        os.execve(argv[0], argv, environ)
+    except OSError as e:
+        raise CnirunError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+
+
+class Session:
+    """One run of the main job, from infra creation to teardown."""
+
+    def __init__(
+        self, plan: Plan, docker: Docker, store: RecordStore, display: PullDisplay | None
+    ) -> None:
+        self.plan = plan
+        self.docker = docker
+        self.store = store
+        self.display = display
+        self.record = SandboxRecord(
+            id=plan.sandbox_id,
+            infra_name=infra_name(plan.sandbox_id),
+            netns_name=f"cnirun-{plan.sandbox_id}",
+            cache_dir=plan.cni.cache.cache_dir,
+            plugin_dirs=list(plan.cni.plugin_dirs),
+            cni_timeout=plan.settings.cni_timeout,
+            image=plan.args.image,
+            detach=plan.args.detach,
+            remove=plan.args.remove,
+            ports=[p.to_cni() for p in plan.ports],
+        )
+        self.guard = SignalGuard(on_forwarded=self._on_forwarded)
+        self.stopper: threading.Timer | None = None  # kills the workload after the grace time
+        self.started = False  # set once there may be something to tear down
+        self.early_teardown: _EarlyTeardown | None = None
+
+    def run(self) -> Outcome:
+        self.guard.install()
+        code: int = ExitCode.CNIRUN_ERROR
+        error: CnirunError | None = None
+        failures: list[str] = []
+        keep = False
+        try:
+            infra = self._setup()
+            code = self._run_workload(infra)
+            keep = self.plan.args.detach and code == 0
+        except Interrupted as e:
+            code = 128 + e.signum
+        except CnirunError as e:
+            error, code = e, e.exit_code
+        finally:
+            self.guard.enter(Mode.TEARDOWN)
+            if self.started and not keep:
+                early = self.early_teardown
+                if early is not None and early.done:
+                    failures = early.failures
+                else:
+                    failures = teardown(self.record, self.store, self.docker)
+            self.guard.restore(ignore=True)  # exiting now: a late signal must not change the code
+        return Outcome(code, error, self.record.id, failures)
+
+    def _save(self) -> None:
+        self.store.save(self.record)
+
+    def _setup(self) -> Infra:
+        plan, record, args = self.plan, self.record, self.plan.args
+        # First contact with Docker: if it is unreachable, nothing has been created yet.
+        # A missing --infra-image is pulled here (per --pull, shown on display): still nothing made.
+        self.docker.ensure_infra_image(plan.infra_image, args.pull, self.display)
+        registry.reconcile(self.docker, self.store)  # cheap: only ended detached sandboxes
+        self.started = True
+        self._save()
+        fault_point("record")
+        infra = self.docker.create_infra(
+            InfraSpec(
+                sandbox_id=plan.sandbox_id,
+                image=plan.infra_image,
+                hostname=args.hostname,
+                domainname=args.domainname,
+                labels={LABEL_STATE_DIR: self.store.state_dir},
+            )
+        )
+        fault_point("infra")
+        record.infra_id, record.hostname = infra.id, infra.hostname
+        record.netns_path = netns.netns_path(record.netns_name)
+        self._save()
+        netns.hold_netns(f"/proc/{infra.pid}/ns/net", record.netns_name)
+        attachments = [
+            Attachment(
+                network.net,
+                RuntimeConf(
+                    container_id=record.cni_container_id,
+                    netns=record.netns_path,
+                    ifname=network.ifname,
+                    cni_args=args.cni_args,
+                    capability_args=network.capability_args,
+                ),
+            )
+            for network in plan.networks
+        ]
+        results = add_all(
+            plan.cni, attachments, self.guard, self._record_attachment, self._record_result
+        )
+        self._save()
+        _write_etc_files(self.store.files_dir(record.id), infra, results, args)
+        return infra
+
+    def _record_attachment(self, attachment: Attachment) -> None:
+        net, rt = attachment
+        effective = {
+            "cniVersion": net.cni_version,
+            "name": net.name,
+            "plugins": [p.raw for p in net.plugins],
+        }
+        self.record.attachments.append(
+            AttachmentRecord(
+                network=net.name,
+                ifname=rt.ifname,
+                config_b64=base64.b64encode(json.dumps(effective).encode()).decode(),
+                source=net.source,
+                cni_args=[list(pair) for pair in rt.cni_args],
+                capability_args=dict(rt.capability_args or {}),
+            )
+        )
+        self._save()
+
+    def _record_result(self, attachment: Attachment, result: Result) -> None:
+        self.record.results[attachment.net.name] = result.to_json()
+
+    def _run_workload(self, infra: Infra) -> int:
+        args = self.plan.args
+        files = {
+            target: os.path.join(self.store.files_dir(self.record.id), name)
+            for name, target in etcfiles.ETC_FILES.items()
+            if target not in args.mount_targets  # the user's own mount wins, as over Docker's
+        }
+        argv = workload.run_argv(
+            infra_id=infra.id,
+            sandbox_id=self.plan.sandbox_id,
+            files=files,
+            read_only=args.read_only,
+            flags=args.workload_flags,
+            image=args.image,
+            command=args.command,
+        )
+        log.debug("docker: %s", " ".join(argv))
+        self.guard.enter(Mode.FORWARD)
+        self.guard.checkpoint()  # a signal slipped in between setup and here
+        launched = time.time()
+        if not args.detach:
+            self.early_teardown = _EarlyTeardown(self.record, self.store, self.docker)
+            self.early_teardown.start()
+        environ = self.docker.endpoint.cli_environ(self.plan.settings.environ)
+        try:
+            child = subprocess.Popen(argv, env=environ)
+            self.guard.set_child(child)
+            status = child.wait()
+            code = 128 - status if status < 0 else status
+        finally:
+            self.guard.enter(Mode.TEARDOWN)
+            if self.early_teardown is not None:
+                self.early_teardown.stop()
+        if self.stopper is not None:  # and let a kill in flight finish: it shares our client
+            self.stopper.cancel()
+            self.stopper.join()
+        if self.guard.signals and not args.detach:
+            self._stop_workload_after_signal(launched)  # the CLI is gone: so must be its container
+        return code
+
+    def _on_forwarded(self, signum: int) -> None:
+        """After SIGTERM/SIGHUP reached the docker CLI, arm the kill timer."""
+        if signum != signal.SIGINT and self.stopper is None:
+            # The main thread sits in waitpid, which a handler cannot shorten: use a timer.
+            grace = self.plan.settings.stop_timeout
+            self.stopper = threading.Timer(grace, self._kill_after_grace)
+            self.stopper.daemon = True
+            self.stopper.start()
+
+    def _kill_after_grace(self) -> None:
+        log.debug("workload did not stop in %ss; killing it", self.plan.settings.stop_timeout)
+        try:
+            self._stop_workload()
+        except CnirunError as e:
+            log.debug("cannot kill the workload: %s", e)
+
+    def _stop_workload_after_signal(self, launched: float) -> None:
+        """Kill or remove the workload once its CLI has exited after a signal.
+
+        A signal can stop the docker CLI while its create request is in flight, and the daemon
+        still creates that container afterwards: unless the event log shows the create, wait
+        briefly for such a late container (only this rare path pays for it).
+        """
+        sandbox = self.plan.sandbox_id
+        try:
+            created = self.docker.created_since(launched, sandbox, ROLE_WORKLOAD)
+            self._stop_workload()
+            deadline = time.monotonic() + LATE_CREATE_SECONDS
+            while not created and time.monotonic() < deadline:
+                time.sleep(0.05)
+                if self.docker.containers(sandbox, ROLE_WORKLOAD):
+                    log.debug("a workload container appeared after its docker CLI had exited")
+                    self._stop_workload()
+                    return
+        except CnirunError as e:  # the workload's exit status still counts; gc can finish this
+            log.warning("cannot stop the workload: %s", e)
+
+    def _stop_workload(self) -> None:
+        for container in self.docker.containers(self.plan.sandbox_id, ROLE_WORKLOAD):
+            state = container.get("State")
+            if state == "running":
+                self.docker.kill(container["Id"])
+            elif state == "created":
+                # The CLI was stopped between create and start: nothing will ever start it.
+                self.docker.remove(container["Id"])
+
+
+class _EarlyTeardown(threading.Thread):
+    """Tears the sandbox down as soon as its workload container dies.
+
+    The docker CLI exits only after `--rm` has removed the container, 10-20 ms later: starting
+    DEL at the `die` event takes that off every run. If the event never comes (the CLI failed,
+    or Docker's events cannot be read), the teardown after the CLI exits does it all.
+    """
+
+    def __init__(self, record: SandboxRecord, store: RecordStore, docker: Docker) -> None:
+        super().__init__(name="early-teardown", daemon=True)
+        self.record, self.store, self.docker = record, store, docker
+        self.failures: list[str] = []
+        self.done = False
+        self._lock = threading.Lock()
+        self._stream: EventStream | None = None
+        self._stopped = False
+
+    def run(self) -> None:
+        try:
+            stream = self.docker.watch_for_exit(self.record.id, ROLE_WORKLOAD)
+        except CnirunError as e:
+            log.debug("no early teardown: %s", e)
+            return
+        with self._lock:
+            if self._stopped:
+                stream.close()
+                return
+            self._stream = stream
+        died = b'"die"' in stream.wait()  # the only events asked for; any other is no cue
+        with self._lock:
+            stream.close()
+            self._stream = None
+            if not died or self._stopped:
+                return
+        log.debug("the workload died: tearing down while its docker CLI finishes")
+        self.failures = teardown(self.record, self.store, self.docker)
+        self.done = True
+
+    def stop(self) -> None:
+        """Stop watching (a teardown under way is waited for)."""
+        with self._lock:
+            self._stopped = True
+            if self._stream is not None:
+                self._stream.close()
+        self.join()
+
+
+def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> None:
+    """Write the workload's /etc/hosts and /etc/resolv.conf into the sandbox's own dir."""
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise CnirunError(f"cannot create {directory}: {e.strerror or e}") from None
+    addresses = [cidr for result in results for cidr in result.addresses()]
+    gateways = [gw for result in results for gw in result.gateways()]
+    extra_hosts = etcfiles.resolve_host_gateway(args.add_hosts, gateways)
+    hosts = etcfiles.hosts(infra.hostname, infra.domainname, addresses, extra_hosts)
+    cni_dns: dict[str, Any] = next((r.data["dns"] for r in results if r.nameservers()), {})
+    resolv = etcfiles.resolv_conf(
+        etcfiles.host_resolv_conf(),
+        cni_dns,
+        args.dns,
+        args.dns_search,
+        args.dns_options,
+        ipv6=any(":" in cidr for cidr in addresses),
+    )
+    etcfiles.write(os.path.join(directory, "hosts"), hosts)
+    etcfiles.write(os.path.join(directory, "resolv.conf"), resolv)
