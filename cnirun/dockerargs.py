@@ -664,8 +664,8 @@ def _apply_record(state: _State, occ: _Occurrence) -> None:
 
 # The modes `-v SRC:DST:MODE` accepts (docker's linux parser); `-v DST:MODE` is a volume.
 _VOLUME_MODES = frozenset(
-    "rw ro z Z nocopy shared rshared slave rslave private rprivate delegated cached consistent"
-    .split()
+    "rw ro z Z nocopy shared rshared slave rslave private rprivate".split()
+    + "delegated cached consistent".split()
 )
 
 

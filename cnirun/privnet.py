@@ -47,14 +47,12 @@ def make_plan(settings: Settings, networks: Sequence[str], cni_args: Sequence[st
     Raises:
         CnirunError: the first problem, naming the network or flag.
     """
-    from cnirun.sandbox.plan import resolve_networks  # the one network rule `run` uses too
-
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, settings.cni_timeout)
     try:
         pairs = validate.cni_args_pairs(cni_args)
     except CnirunError as e:
         raise UsageError(f"--cni-args: {e}") from None
-    nets = resolve_networks(Configs(settings.netconf_dir, cni), list(networks))
+    nets = Configs(settings.netconf_dir, cni).resolve(list(networks))  # as `run` does
     name = NETNS_PREFIX + secrets.token_hex(8)
     path = netns.netns_path(name)
     attachments = [

@@ -26,7 +26,14 @@ from cnirun.cni.config import (
     list_from_file,
     list_from_plugin,
 )
-from cnirun.errors import CNIError, ConfigError, NetworkNotFoundError, NoConfigsFoundError
+from cnirun.errors import (
+    CNIError,
+    CnirunError,
+    ConfigError,
+    NetworkNotFoundError,
+    NoConfigsFoundError,
+    UsageError,
+)
 from cnirun.testhooks import default_network_overrides
 
 log = logging.getLogger(__name__)
@@ -185,6 +192,24 @@ class Configs:
                 "fix the file or choose a network with --network"
             )
         return self._builtin()
+
+    def resolve(self, names: Sequence[str]) -> list[NetworkConfigList]:
+        """The networks named (the default one when none is), each with all its plugins found.
+
+        Raises:
+            CnirunError: a network is missing, named twice, or lacks a plugin.
+        """
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise UsageError(f"network {twice} is given twice")
+        nets = [self.find(n) for n in names] if names else [self.default()]
+        for net in nets:
+            try:
+                self.cni.find_plugins(net)
+            except CnirunError as e:
+                where = net.source or self.directory
+                raise CnirunError(f"network {net.name} ({where}): {e}") from None
+        return nets
 
     def _builtin(self) -> NetworkConfigList:
         from cnirun.netconf import builtin  # generating costs imports only the first run pays

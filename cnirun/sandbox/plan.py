@@ -50,28 +50,6 @@ def configs_for(settings: Settings, cni: CNIConfig, docker: Docker | None) -> Co
     return Configs(settings.netconf_dir, cni, docker_subnets)
 
 
-def resolve_networks(
-    configs: Configs, names: tuple[str, ...] | list[str]
-) -> list[NetworkConfigList]:
-    """The networks named (the default one when none is), each with all its plugins found.
-
-    Raises:
-        CnirunError: a network is missing, named twice, or lacks a plugin.
-    """
-    if len(set(names)) != len(names):
-        twice = next(n for n in names if list(names).count(n) > 1)
-        raise UsageError(f"network {twice} is given twice")
-    nets = [configs.find(n) for n in names] if names else [configs.default()]
-    for net in nets:
-        try:
-            configs.cni.find_plugins(net)
-        except CnirunError as e:
-            raise CnirunError(
-                f"network {net.name} ({net.source or configs.directory}): {e}"
-            ) from None
-    return nets
-
-
 def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
     """Load and check every network, plugin and flag; create nothing.
 
@@ -79,7 +57,7 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
         CnirunError: for the first problem found, naming the network, file or flag.
     """
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=settings.cni_timeout)
-    nets = resolve_networks(configs_for(settings, cni, docker), args.networks)
+    nets = configs_for(settings, cni, docker).resolve(args.networks)
     plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
     ports = [_with_host_port(p) for p in args.publish]
     if ports:

@@ -1,0 +1,87 @@
+"""Settings: flags over the environment over the defaults, validated once, one line on error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cnirun.errors import SettingsError
+from cnirun.settings import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_NETCONF_DIR,
+    DEFAULT_PLUGIN_DIRS,
+    DEFAULT_STATE_DIR,
+    DEFAULT_STOP_TIMEOUT,
+    Settings,
+)
+
+
+def test_defaults_with_an_empty_environment() -> None:
+    s = Settings.load({})
+    assert (s.netconf_dir, s.cache_dir, s.state_dir) == (
+        DEFAULT_NETCONF_DIR,
+        DEFAULT_CACHE_DIR,
+        DEFAULT_STATE_DIR,
+    )
+    assert s.plugin_dirs == DEFAULT_PLUGIN_DIRS
+    assert s.stop_timeout == DEFAULT_STOP_TIMEOUT
+    assert s.debug is False
+
+
+def test_environment_then_flags_win() -> None:
+    env = {
+        "NETCONFPATH": "/env/net.d",
+        "CNI_PATH": "/env/a::/env/b",
+        "CNIRUN_CACHE_DIR": "/env/cache",
+        "CNIRUN_STATE_DIR": "/env/state",
+        "CNIRUN_STOP_TIMEOUT": "2.5",
+        "CNIRUN_DEBUG": "1",
+    }
+    s = Settings.load(env)
+    assert s.netconf_dir == "/env/net.d" and s.plugin_dirs == ("/env/a", "/env/b")
+    assert (s.cache_dir, s.state_dir, s.stop_timeout, s.debug) == (
+        "/env/cache",
+        "/env/state",
+        2.5,
+        True,
+    )
+    f = s.with_flags(netconf_dir="/flag/net.d", cni_path="/flag/p", cni_timeout=7)
+    assert (f.netconf_dir, f.plugin_dirs, f.cni_timeout) == ("/flag/net.d", ("/flag/p",), 7)
+    assert f.state_dir == "/env/state"  # what no flag sets stays
+
+
+def test_relative_plugin_dirs_become_absolute(tmp_path: pytest.TempPathFactory) -> None:
+    s = Settings.load({"CNI_PATH": "plugins:/abs"})
+    assert s.plugin_dirs[0].startswith("/") and s.plugin_dirs[0].endswith("/plugins")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", ""])
+def test_a_bad_stop_timeout_is_one_clear_error(value: str) -> None:
+    if value == "":
+        assert Settings.load({"CNIRUN_STOP_TIMEOUT": value}).stop_timeout == DEFAULT_STOP_TIMEOUT
+        return
+    with pytest.raises(SettingsError, match=f"CNIRUN_STOP_TIMEOUT: '{value}' is not"):
+        Settings.load({"CNIRUN_STOP_TIMEOUT": value})
+
+
+def test_a_non_positive_cni_timeout_is_refused() -> None:
+    with pytest.raises(SettingsError, match="--cni-timeout must be positive"):
+        Settings.load({}, cni_timeout=0)
+
+
+def test_the_cli_reports_a_bad_variable_in_one_line_with_exit_125() -> None:
+    """Once read at import time, `CNIRUN_STOP_TIMEOUT=abc` killed every run with a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnirun", "--rm", "busybox", "true"],
+        env={"PATH": "/usr/bin:/bin", "CNIRUN_STOP_TIMEOUT": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 125
+    assert proc.stderr == (
+        "cnirun: error: CNIRUN_STOP_TIMEOUT: 'abc' is not a non-negative number of seconds\n"
+    )
