@@ -12,7 +12,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cnirun.errors import UsageError
 
@@ -389,38 +389,14 @@ def parse_run_args(argv: Sequence[str]) -> RunArgs:
     for group in groups:
         workload.extend(_forwarded_tokens(group, docker_mode=state.docker_network is not None))
 
-    return RunArgs(
-        networks=tuple(state.networks),
-        docker_network=state.docker_network,
-        netconf_dir=state.netconf_dir,
-        cni_path=state.cni_path,
-        infra_image=state.infra_image,
-        cni_args=tuple(state.cni_args),
-        cni_timeout=state.cni_timeout,
-        debug=state.debug,
-        hostname=state.hostname,
-        domainname=state.domainname,
-        dns=tuple(state.dns),
-        dns_search=tuple(state.dns_search),
-        dns_options=tuple(state.dns_options),
-        add_hosts=tuple(state.add_hosts),
-        publish=tuple(state.publish),
-        ips=tuple(ip for ip in (state.ip4, state.ip6) if ip is not None),
-        mac=state.mac,
-        detach=state.detach,
-        remove=state.remove,
-        interactive=state.interactive,
-        tty=state.tty,
-        name=state.name,
-        pull=state.pull,
-        quiet=state.quiet,
-        platform=state.platform,
-        read_only=state.read_only,
-        mount_targets=tuple(state.mount_targets),
-        workload_flags=tuple(workload),
-        image=image,
-        command=tuple(command),
-    )
+    # Every field the state tracks under the same name (lists frozen), then the derived ones.
+    values: dict[str, Any] = {}
+    for field in RunArgs._fields:
+        if hasattr(state, field):
+            value = getattr(state, field)
+            values[field] = tuple(value) if isinstance(value, list) else value
+    values["ips"] = tuple(ip for ip in (state.ip4, state.ip6) if ip is not None)
+    return RunArgs(**values, workload_flags=tuple(workload), image=image, command=tuple(command))
 
 
 # --- tokenising (pflag's grammar, with interspersed arguments off as in `docker run`) ---

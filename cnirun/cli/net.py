@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import typer
 
-from cnirun.cli.app import command
+from cnirun.cli.app import command, register
 from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format
 from cnirun.cli.output import json_out, say
 from cnirun.cni import validate
@@ -134,69 +135,70 @@ def _with_cached_args(target: Target, rt: RuntimeConf) -> RuntimeConf:
     return rt
 
 
-@command(app, "add")
-def add(
-    network: str = NETWORK,
-    netns: str = NETNS,
-    ifname: str | None = IFNAME,
-    container_id: str | None = CONTAINER_ID,
-    args: list[str] | None = ARGS,
-    cap_args: str | None = CAP_ARGS,
-    netconf_dir: str | None = NETCONF_DIR,
-    cni_path: str | None = CNI_PATH,
-    cache_dir: str | None = CACHE_DIR,
-    timeout: float = TIMEOUT,
-) -> None:
-    """ADD the namespace to NETWORK and print the result JSON.
+def _on_netns(
+    operation: Callable[[Target, RuntimeConf], None], must_exist: bool, doc: str
+) -> Callable[..., None]:
+    """A command that acts on one namespace's attachment (add, check, del): one signature."""
+
+    def on_netns(
+        network: str = NETWORK,
+        netns: str = NETNS,
+        ifname: str | None = IFNAME,
+        container_id: str | None = CONTAINER_ID,
+        args: list[str] | None = ARGS,
+        cap_args: str | None = CAP_ARGS,
+        netconf_dir: str | None = NETCONF_DIR,
+        cni_path: str | None = CNI_PATH,
+        cache_dir: str | None = CACHE_DIR,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
+        operation(target, _runtime(target, netns, must_exist, ifname, container_id, args, cap_args))
+
+    on_netns.__doc__ = doc
+    return on_netns
+
+
+def _add(target: Target, rt: RuntimeConf) -> None:
+    json_out(target.cni.add_network_list(target.net, rt).to_json(), indent=4)
+
+
+def _check(target: Target, rt: RuntimeConf) -> None:
+    target.cni.check_network_list(target.net, rt)
+
+
+def _del(target: Target, rt: RuntimeConf) -> None:
+    target.cni.del_network_list(target.net, _with_cached_args(target, rt))
+
+
+register(
+    app,
+    "add",
+    _on_netns(
+        _add,
+        True,
+        """ADD the namespace to NETWORK and print the result JSON.
 
     \b
     Example:
       ip netns add demo && cnirun net add mynet /run/netns/demo
-    """
-    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-    rt = _runtime(target, netns, True, ifname, container_id, args, cap_args)
-    result = target.cni.add_network_list(target.net, rt)
-    json_out(result.to_json(), indent=4)
-
-
-@command(app, "check")
-def check(
-    network: str = NETWORK,
-    netns: str = NETNS,
-    ifname: str | None = IFNAME,
-    container_id: str | None = CONTAINER_ID,
-    args: list[str] | None = ARGS,
-    cap_args: str | None = CAP_ARGS,
-    netconf_dir: str | None = NETCONF_DIR,
-    cni_path: str | None = CNI_PATH,
-    cache_dir: str | None = CACHE_DIR,
-    timeout: float = TIMEOUT,
-) -> None:
-    """CHECK that the namespace's attachment to NETWORK is as the plugins left it."""
-
-    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-    rt = _runtime(target, netns, True, ifname, container_id, args, cap_args)
-    target.cni.check_network_list(target.net, rt)
-
-
-@command(app, "del")
-def delete(
-    network: str = NETWORK,
-    netns: str = NETNS,
-    ifname: str | None = IFNAME,
-    container_id: str | None = CONTAINER_ID,
-    args: list[str] | None = ARGS,
-    cap_args: str | None = CAP_ARGS,
-    netconf_dir: str | None = NETCONF_DIR,
-    cni_path: str | None = CNI_PATH,
-    cache_dir: str | None = CACHE_DIR,
-    timeout: float = TIMEOUT,
-) -> None:
-    """DEL the namespace from NETWORK (idempotent; a vanished namespace is fine)."""
-
-    target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
-    rt = _runtime(target, netns, False, ifname, container_id, args, cap_args)
-    target.cni.del_network_list(target.net, _with_cached_args(target, rt))
+    """,
+    ),
+)
+register(
+    app,
+    "check",
+    _on_netns(
+        _check, True, "CHECK that the namespace's attachment to NETWORK is as the plugins left it."
+    ),
+)
+register(
+    app,
+    "del",
+    _on_netns(
+        _del, False, "DEL the namespace from NETWORK (idempotent; a vanished namespace is fine)."
+    ),
+)
 
 
 @command(app, "gc")

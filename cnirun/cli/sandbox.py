@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,10 +12,23 @@ from cnirun.cli.output import json_out, say, table
 from cnirun.errors import MultiError
 from cnirun.settings import Settings
 
+if TYPE_CHECKING:
+    from cnirun.docker.runtime import Docker
+    from cnirun.sandbox.records import RecordStore
+
 ALL = typer.Option(False, "--all", "-a", help="Show exited and orphaned sandboxes too.")
 REFS = typer.Argument(..., help="Workload container ID, name or unique prefix (or sandbox ID).")
 FORCE = typer.Option(False, "--force", "-f", help="Remove a running sandbox (stops it first).")
 DRY_RUN = typer.Option(False, "--dry-run", help="Only print what would be reclaimed.")
+
+
+def _sandboxes(settings: Settings | None = None) -> tuple[Docker, RecordStore]:
+    """The engine and the records the sandbox commands work on."""
+    from cnirun.docker.runtime import connect
+    from cnirun.sandbox.records import RecordStore
+
+    settings = settings or Settings.load()
+    return connect(settings.environ), RecordStore(settings.state_dir)
 
 
 def ps(all_states: bool = ALL, output: str = FORMAT) -> None:
@@ -25,13 +39,10 @@ def ps(all_states: bool = ALL, output: str = FORMAT) -> None:
       cnirun ps
       cnirun ps -a --format json
     """
-    from cnirun.docker.runtime import connect
     from cnirun.sandbox import registry
-    from cnirun.sandbox.records import RecordStore
 
     check_format(output)
-    settings = Settings.load()
-    docker, store = connect(settings.environ), RecordStore(settings.state_dir)
+    docker, store = _sandboxes()
     registry.reconcile(docker, store)
     found, _ = registry.load_all(docker, store)
     rows = [s.row() for s in found if all_states or s.state == "running"]
@@ -63,12 +74,9 @@ def inspect(refs: list[str] = REFS) -> None:
     Example:
       cnirun inspect web
     """
-    from cnirun.docker.runtime import connect
     from cnirun.sandbox import registry
-    from cnirun.sandbox.records import RecordStore
 
-    settings = Settings.load()
-    docker, store = connect(settings.environ), RecordStore(settings.state_dir)
+    docker, store = _sandboxes()
     out = []
     for ref in refs:
         data = registry.find(docker, store, ref).inspect()
@@ -80,12 +88,9 @@ def inspect(refs: list[str] = REFS) -> None:
 
 
 def _remove(refs: list[str], force: bool, stop_only: bool) -> None:
-    from cnirun.docker.runtime import connect
     from cnirun.sandbox import registry
-    from cnirun.sandbox.records import RecordStore
 
-    settings = Settings.load()
-    docker, store = connect(settings.environ), RecordStore(settings.state_dir)
+    docker, store = _sandboxes()
     failures: list[str] = []
     for ref in refs:
         sandbox = registry.find(docker, store, ref)
@@ -124,13 +129,10 @@ def gc(dry_run: bool = DRY_RUN) -> None:
       cnirun gc --dry-run
       cnirun gc
     """
-    from cnirun.docker.runtime import connect
     from cnirun.sandbox import reclaim
-    from cnirun.sandbox.records import RecordStore
 
     settings = Settings.load()
-    docker = connect(settings.environ)
-    report = reclaim.gc(docker, RecordStore(settings.state_dir), settings, dry_run=dry_run)
+    report = reclaim.gc(*_sandboxes(settings), settings, dry_run=dry_run)
     prefix = "would reclaim: " if dry_run else "reclaimed: "
     for action in report.actions:
         say(prefix + action)
