@@ -22,6 +22,7 @@ from cnirun.netconf import select
 from cnirun.settings import Settings
 
 if TYPE_CHECKING:
+    from cnirun.docker.endpoint import Endpoint
     from cnirun.docker.runtime import Docker
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -85,23 +86,32 @@ class Doctor:
 
     def check_docker(self) -> None:
         from cnirun.docker.endpoint import resolve
-        from cnirun.docker.runtime import Docker
 
         try:
             endpoint = resolve(self.settings.environ)
-            docker = Docker(endpoint)
-            info = docker.version()
         except CnirunError as e:
             self.add(FAIL, "docker", _one_line(e))
         else:
-            self.docker = docker
-            version, api = info.get("Version", "?"), info.get("ApiVersion", "?")
-            self.add(OK, "docker", f"engine {version} (API {api}) at {endpoint.describe()}")
+            self._check_engine(endpoint)
         cli = shutil.which("docker")
         if cli is None:
             self.add(FAIL, "docker CLI", "no `docker` in PATH (cnirun runs workloads with it)")
         else:
             self.add(OK, "docker CLI", cli)
+
+    def _check_engine(self, endpoint: Endpoint) -> None:
+        from cnirun.docker.runtime import Docker
+
+        docker = Docker(endpoint)
+        try:
+            info = docker.version()
+        except CnirunError as e:
+            where = endpoint.describe()
+            self.add(FAIL, "docker", f"engine not reachable at {where}: {_one_line(e)}")
+            return
+        self.docker = docker
+        version, api = info.get("Version", "?"), info.get("ApiVersion", "?")
+        self.add(OK, "docker", f"engine {version} (API {api}) at {endpoint.describe()}")
 
     def check_plugins(self) -> None:
         dirs = self.cni.plugin_dirs

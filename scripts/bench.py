@@ -66,10 +66,10 @@ def main() -> int:
 
     # Measure an installed cnirun: with bytecode compiled, as pip does for a real install
     # (an editable install under PYTHONDONTWRITEBYTECODE would recompile on every start).
-    import cnirun
+    import cnirun as package
 
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", os.path.dirname(cnirun.__file__)], check=True
+        [sys.executable, "-m", "compileall", "-q", os.path.dirname(package.__file__)], check=True
     )
     with tempfile.TemporaryDirectory(prefix="cnirun-bench-") as tmp:
         confdir = os.path.join(tmp, "net.d")

@@ -31,6 +31,7 @@ from cnirun.cni.types import (
 )
 from cnirun.cni.version import CURRENT, VersionError, parse_version
 from cnirun.errors import CacheError, CNIError, CnirunError, MultiError
+from cnirun.files import open_lock
 
 log = logging.getLogger(__name__)
 
@@ -364,8 +365,7 @@ class CNIConfig:
         with self._thread_lock:
             if self._lock_depth == 0:
                 try:
-                    os.makedirs(os.path.dirname(self.lock_path) or ".", mode=0o700, exist_ok=True)
-                    fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    fd = open_lock(self.lock_path)
                 except OSError as e:
                     raise CacheError(
                         f"cannot open lock {self.lock_path}: {e.strerror or e}"

@@ -149,7 +149,7 @@ class ResultCache:
             raise CacheError(f"{self.results_dir}: {e.strerror or e}") from None
         entries = []
         for name in names:
-            if name.startswith(".tmp-"):
+            if name.startswith("."):  # a write cut short (cnirun.files), never an entry
                 continue
             if container_id is not None:
                 # Filenames are ambiguous ("a-b"+"c" vs "a"+"b-c"); the JSON decides.

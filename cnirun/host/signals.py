@@ -103,9 +103,7 @@ class SignalGuard:
             self.mode = Mode.TEARDOWN
             raise Interrupted(self.signals[0])
         if self.mode is Mode.ADDING:
-            log.info(
-                "%s received: stopping once the current CNI ADD is done (again: at once)", name
-            )
+            log.info("%s received: stopping after the current ADD (again: at once)", name)
         elif self.mode is Mode.FORWARD:
             if self.child is None:
                 self._pending.append(signum)

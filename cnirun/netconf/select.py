@@ -157,22 +157,26 @@ class Configs:
         """The network called `name`; the built-in default's name works before it exists.
 
         Raises:
-            NetworkNotFoundError, NoConfigsFoundError: naming the directory (and the files
-                that do not load, one of which may be the one meant).
+            ConfigError: not found while a file does not load (that file's error), or
+                NetworkNotFoundError / NoConfigsFoundError naming the directory.
         """
         found = self.scan()
-        found.warn_problems()
         net = found.by_name(name)
         if net is not None:
+            found.warn_problems()
             return net
-        if name == default_network_name() and found.builtin() is None:
+        if name == default_network_name() and found.builtin() is None and not found.problems:
             return self._builtin()
-        if not found.networks and not found.problems:
-            raise NoConfigsFoundError(f"no net configurations found in {self.directory}")
-        broken = f" ({len(found.problems)} file(s) there do not load)" if found.problems else ""
-        raise NetworkNotFoundError(
-            f'no net configuration with name "{name}" in {self.directory}{broken}'
-        )
+        if found.problems:
+            # The network may well be in a file that does not load: that file's error says
+            # why it was not found (as libcni says it); the other problems are warnings.
+            Scan(found.directory, [], found.problems[1:]).warn_problems()
+            raise found.problems[0]
+        if not found.networks:
+            raise NoConfigsFoundError(
+                f'no network named "{name}": no net configurations found in {self.directory}'
+            )
+        raise NetworkNotFoundError(f'no net configuration with name "{name}" in {self.directory}')
 
     def default(self) -> NetworkConfigList:
         """The network used when none is named (generating the built-in default if needed).

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from cnirun import netns
 from cnirun.cni.cache import ResultCache
 from cnirun.cni.types import Result, RuntimeConf
+from cnirun.host import netns
 from tests.e2e.test_privnet import PrivLab, plab_session, read_line
 from tests.leakcheck import assert_no_leaks
 
@@ -80,8 +80,7 @@ def test_doctor_on_a_healthy_host(lab: PrivLab) -> None:
     assert lines(report, "net.ipv4.ip_forward")[0][0] in ("ok", "warn")
     [(verdict, detail)] = lines(report, "iptables FORWARD")
     assert verdict == "ok" and detail.startswith(f"policy {forward_policy()}")
-    for subject in ("stale netns", "stale containers", "stale cache"):
-        assert len(lines(report, subject)) == 1
+    assert len(lines(report, "stale state")) == 1
 
 
 def test_doctor_on_an_empty_config_dir_writes_nothing(lab: PrivLab) -> None:
@@ -141,7 +140,7 @@ def test_doctor_fails_without_docker_or_plugins(lab: PrivLab) -> None:
     [(verdict, detail)] = lines(report, "docker")
     assert verdict == "FAIL"
     assert detail.startswith("engine not reachable at unix:///nonexistent/docker.sock: ")
-    assert lines(report, "stale containers") == []  # cannot be asked without Docker
+    assert lines(report, "stale state") == [("warn", "cannot tell without Docker (see above)")]
 
     code, report, _ = doctor(lab, "--cni-path", "/nonexistent/cni")
     assert code == 1
@@ -176,14 +175,13 @@ def test_doctor_reports_stale_state_but_not_live_sessions(lab: PrivLab) -> None:
 
         code, report, _ = doctor(lab)
         assert code == 0
-        [(verdict, detail)] = lines(report, "stale netns")
+        # gc's own selection: the holder and the attachment, never the live session, nor an
+        # exited container (gc never touches those; doctor used to list them).
+        [(verdict, detail)] = lines(report, "stale state")
         assert verdict == "warn" and detail.startswith("gc would reclaim ")
-        assert stale_ns in detail and live_ns not in detail
-        [(verdict, detail)] = lines(report, "stale containers")
-        assert verdict == "warn" and container in detail
-        [(verdict, detail)] = lines(report, "stale cache")
-        assert verdict == "warn" and f"gone/{stale_cid}/eth0" in detail
-        assert live_ns not in detail  # its cache entry belongs to a live session
+        assert f"netns /run/netns/{stale_ns}: released" in detail
+        assert f"attachment gone/{stale_cid}/eth0: deleted" in detail
+        assert live_ns not in detail and container not in detail
     finally:
         live.terminate()
         live.communicate(timeout=30)

@@ -108,10 +108,6 @@ CASES: dict[str, Case] = {
         files={"10-n.conflist": '{"name": "spynet", plugins: []}'},
         expect=("{dir}/10-n.conflist", "error parsing configuration list"),
     ),
-    "broken-file-of-another-network": Case(
-        files={"00-other.conflist": "{", "50-n.conflist": GOOD},
-        expect=("{dir}/00-other.conflist", "unexpected end of JSON input"),
-    ),
     "malformed-single-conf": Case(
         files={"10-n.conf": '{"name": "spynet", "type": spy}'},
         expect=("{dir}/10-n.conf", "error parsing configuration"),
@@ -241,6 +237,30 @@ CASES: dict[str, Case] = {
         cache=False,
     ),
 }
+
+
+def test_a_broken_file_of_another_network_is_only_a_warning(lab: Lab) -> None:
+    """One lookup rule for every command: an unrelated file that does not load is named in a
+    warning and never blocks a lookup by name (libcni's lookup would stop on it)."""
+    netns = lab.netns()
+    spy_log = lab.tmp / "spy.log"
+    bindir = lab.tmp / "bin"
+    bindir.mkdir()
+    (bindir / "spy").write_text(SPY)
+    (bindir / "spy").chmod(0o755)
+    lab.write("00-other.conflist", "{")
+    lab.write("50-n.conflist", GOOD)
+    env = lab.env(CNI_PATH=str(bindir), SPY_LOG=str(spy_log))
+    lab.container_ids.append(cnitool_id(f"{NETNS_DIR}/{netns}"))
+
+    added = lab.net("add", "spynet", netns, env=env)
+    assert added.returncode == 0, added.stderr
+    assert added.stderr.startswith("cnirun: warning: ") and "00-other.conflist" in added.stderr
+    assert "unexpected end of JSON input" in added.stderr
+    deleted = lab.net("del", "spynet", netns, env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    calls = [c.split()[0] for c in spy_log.read_text().splitlines()]
+    assert calls == ["ADD", "DEL"]
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -16,17 +16,17 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from cnirun.errors import NetnsError
-from cnirun.netns import (
+from cnirun.host.netns import (
     NETNS_DIR,
     create_netns,
     hold_netns,
-    interface_addresses,
     list_held,
     netns_exists,
     netns_path,
     release_netns,
     run_in_netns,
 )
+from tests.netinfo import interface_addresses
 
 pytestmark = pytest.mark.e2e
 
@@ -257,7 +257,7 @@ def test_hold_and_release_do_not_import_pyroute2(
 ) -> None:
     code = (
         "import sys\n"
-        "from cnirun.netns import hold_netns, release_netns\n"
+        "from cnirun.host.netns import hold_netns, release_netns\n"
         "hold_netns(sys.argv[1], sys.argv[2])\n"
         "release_netns(sys.argv[2])\n"
         "assert 'pyroute2' not in sys.modules\n"

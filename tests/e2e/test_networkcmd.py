@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cnirun import defaultnet
+from cnirun.netconf.subnets import CREATE_POOL
 from tests.e2e.test_privnet import PrivLab, one_error_line, plab_session, sh
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ def test_bridge_network_with_a_free_subnet_chosen_for_it(lab: PrivLab) -> None:
     name = lab.netname()
     conf = create(lab, name, "--bridge", lab.bridge())
     subnet = ipaddress.IPv4Network(conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"])
-    assert subnet.subnet_of(ipaddress.IPv4Network(defaultnet.CREATE_POOL))
+    assert subnet.subnet_of(ipaddress.IPv4Network(CREATE_POOL))
     assert subnet.prefixlen == 24
     ping_from_inside(lab, name, str(subnet.network_address + 1))
 

@@ -391,7 +391,7 @@ def _free_test_subnet() -> str:
 
 
 def test_default_network_on_an_empty_config_dir(env: Env) -> None:
-    from cnirun.defaultnet import DEFAULT_FILE
+    from cnirun.netconf.builtin import DEFAULT_FILE
 
     suffix = uuid.uuid4().hex[:6]
     subnet = _free_test_subnet()
