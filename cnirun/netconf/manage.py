@@ -299,7 +299,7 @@ def remove_network(configs: Configs, name: str, force: bool) -> str:
     """
     try:
         with generate.config_dir_lock(configs.directory):
-            net = configs.find(name)
+            net = configs.find(name, generate=False)
             if not force and not select.created_by_cnirun(net):
                 raise ConfigError(
                     f"{net.source} was not created by cnirun; refusing to remove it (use --force)"

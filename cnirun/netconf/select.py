@@ -153,8 +153,9 @@ class Configs:
     def scan(self) -> Scan:
         return scan(self.directory)
 
-    def find(self, name: str) -> NetworkConfigList:
-        """The network called `name`; the built-in default's name works before it exists.
+    def find(self, name: str, generate: bool = True) -> NetworkConfigList:
+        """The network called `name`; the built-in default's name works before it exists
+        (unless `generate` is False: `network rm` must not create what it removes).
 
         Raises:
             ConfigError: not found while a file does not load (that file's error), or
@@ -165,7 +166,8 @@ class Configs:
         if net is not None:
             found.warn_problems()
             return net
-        if name == default_network_name() and found.builtin() is None and not found.problems:
+        builtin_missing = found.builtin() is None and not found.problems
+        if generate and name == default_network_name() and builtin_missing:
             return self._builtin()
         if found.problems:
             # The network may well be in a file that does not load: that file's error says

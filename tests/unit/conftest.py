@@ -1,14 +1,19 @@
-"""Fixtures for the CNI core's unit tests: a sandbox with the fake plugin installed.
+"""Fixtures shared by the unit tests: a CNI sandbox with the fake plugin installed.
 
 `cni_env` gives temporary netconf, plugin (`a`, `b`) and cache directories, points
 $FAKE_LOG at a fresh log, and offers helpers to write configs, build a CNIConfig and read
 back what the fake plugin saw. Everything lives under pytest's tmp_path.
+
+`cni_env.cni()` runs plugins in-process through `tests.unit.fakes.FakePluginExec`, which
+behaves like the executable fake and writes the same log; `cni_env.cni(real_exec=True)`
+runs them as real processes through RawExec, for the tests about process execution itself.
+Both log to $FAKE_LOG, so `calls()` and `trace()` see every call, whoever made it.
+CNI-only helpers (R1, RESULTS_DATA, assert_no_leftover_cache) are in tests/unit/cni/conftest.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,11 +26,7 @@ from cnirun.cni import invoke
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList, load_network
 from cnirun.cni.types import RuntimeConf
-
-FAKE = Path(__file__).resolve().parent.parent / "fake_plugins" / "fake"
-RESULTS_DATA = Path(__file__).resolve().parent.parent / "data" / "results"
-
-R1 = {"cniVersion": "1.0.0", "ips": [{"address": "10.1.2.3/24"}]}
+from tests.unit.fakes import FAKE, FakePluginExec
 
 
 @dataclass
@@ -100,8 +101,16 @@ class CniEnv:
     def load(self, name: str) -> NetworkConfigList:
         return load_network(str(self.netconf), name)
 
-    def cni(self, timeout: float | None = 20.0, **kwargs: Any) -> CNIConfig:
+    def cni(
+        self, timeout: float | None = 20.0, real_exec: bool = False, **kwargs: Any
+    ) -> CNIConfig:
+        """A CNIConfig on the sandbox; plugins run in-process unless `real_exec` is set
+        (then RawExec starts them as processes) or an `exec` is passed."""
         kwargs.setdefault("plugin_dirs", [str(self.bin_a), str(self.bin_b)])
+        if real_exec:
+            assert "exec" not in kwargs, "real_exec=True and exec= exclude each other"
+        else:
+            kwargs.setdefault("exec", FakePluginExec())
         return CNIConfig(cache_dir=str(self.cache), timeout=timeout, **kwargs)
 
     @staticmethod
@@ -164,9 +173,3 @@ def cni_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CniEnv]
 def _fast_busy_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep "text file busy" retries short in every test."""
     monkeypatch.setattr(invoke.RawExec, "busy_delay", 0.05)
-
-
-def assert_no_leftover_cache(env: CniEnv) -> None:
-    results = env.cache / "results"
-    leftovers = sorted(os.listdir(results)) if results.is_dir() else []
-    assert leftovers == []

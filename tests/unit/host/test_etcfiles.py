@@ -1,15 +1,26 @@
-"""The workload's /etc/hosts and /etc/resolv.conf (cnirun.etcfiles), and how they are mounted."""
+"""The workload's /etc/hosts and /etc/resolv.conf (cnirun.host.etcfiles), and how the run
+mounts them into the workload (cnirun.sandbox.session, cnirun.docker.workload)."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cnirun import etcfiles, lifecycle
+from cnirun.cni.api import CNIConfig
 from cnirun.cni.types import Result
+from cnirun.docker import workload
+from cnirun.docker.endpoint import Endpoint
+from cnirun.docker.runtime import Infra
 from cnirun.dockerargs import parse_run_args
-from cnirun.errors import CnirunError
+from cnirun.errors import CnirunError, DockerRuntimeError
+from cnirun.host import etcfiles
+from cnirun.sandbox import session
+from cnirun.sandbox.plan import Plan
+from cnirun.settings import Settings
 
 DOCKER_DEFAULTS = [
     "127.0.0.1\tlocalhost",
@@ -138,25 +149,103 @@ def test_result_gateways_in_every_version() -> None:
 # -- the mounts -------------------------------------------------------------------------------
 
 
-def test_etc_files_are_bind_mounted_unless_the_user_mounts_there() -> None:
-    args = parse_run_args(["busybox"])
-    assert lifecycle._etc_mounts("/st/x.etc", args) == [
+class _Docker:
+    """Just enough of Docker for a session to start its workload (no early teardown)."""
+
+    endpoint = Endpoint("unix:///nonexistent/docker.sock")
+
+    def watch_for_exit(self, sandbox_id: str, role: str) -> Any:
+        raise DockerRuntimeError("no events here")
+
+
+class _Store:
+    """A record store whose sandbox files live in `files`."""
+
+    def __init__(self, files: str) -> None:
+        self.files = files
+
+    def files_dir(self, sandbox_id: str) -> str:
+        return self.files
+
+
+class _Child:
+    pid = 0
+
+    def wait(self) -> int:
+        return 0
+
+    def poll(self) -> int:
+        return 0
+
+
+EtcMounts = Callable[[str, list[str]], list[str]]
+
+
+@pytest.fixture
+def etc_mounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> EtcMounts:
+    """`mounts(files, argv)`: the mount flags cnirun adds to the workload's `docker run` for
+    the `cnirun run` arguments `argv`, the sandbox's files being in the directory `files`
+    (the session starts the workload; the docker CLI itself is never run)."""
+    launched: list[list[str]] = []
+
+    def popen(argv: list[str], **kwargs: Any) -> _Child:
+        launched.append(argv)
+        return _Child()
+
+    monkeypatch.setattr(workload, "docker_cli", lambda: "/usr/bin/docker")
+    monkeypatch.setattr(subprocess, "Popen", popen)
+
+    def mounts(files: str, argv: list[str]) -> list[str]:
+        args = parse_run_args(argv)
+        plan = Plan(
+            args=args,
+            settings=Settings.load({}),
+            sandbox_id="a" * 32,
+            networks=[],
+            cni=CNIConfig([], str(tmp_path / "cache")),
+            infra_image="cnirun/pause:1",
+            ports=[],
+        )
+        run = session.Session(plan, _Docker(), _Store(files), None)  # type: ignore[arg-type]
+        launched.clear()
+        assert run._run_workload(Infra("i" * 64, "infra", 1, "h", "")) == 0
+        [cli] = launched
+        tail = len(args.workload_flags) + 1 + len(args.command)  # flags, image, command
+        assert cli[:7] == [
+            "/usr/bin/docker", "run", f"--network=container:{'i' * 64}",
+            "--label", f"io.cnirun.sandbox={'a' * 32}", "--label", "io.cnirun.role=workload",
+        ]  # fmt: skip
+        assert cli[len(cli) - tail :] == [*args.workload_flags, args.image, *args.command]
+        return cli[7 : len(cli) - tail]
+
+    return mounts
+
+
+def test_etc_files_are_bind_mounted_unless_the_user_mounts_there(etc_mounts: EtcMounts) -> None:
+    assert etc_mounts("/st/x.etc", ["busybox"]) == [
         "-v", "/st/x.etc/hosts:/etc/hosts:z",
         "-v", "/st/x.etc/resolv.conf:/etc/resolv.conf:z",
     ]  # fmt: skip
-    args = parse_run_args(["-v", "/mine:/etc//hosts:ro", "--read-only", "busybox"])
-    assert lifecycle._etc_mounts("/st/x.etc", args) == [
+    assert etc_mounts("/st/x.etc", ["-v", "/mine:/etc//hosts:ro", "--read-only", "busybox"]) == [
         "-v", "/st/x.etc/resolv.conf:/etc/resolv.conf:ro,z",
     ]  # fmt: skip
-    args = parse_run_args(["--mount", "type=tmpfs,dst=/etc/resolv.conf", "-v", "/etc/hosts", "i"])
-    assert lifecycle._etc_mounts("/st/x.etc", args) == []
+    argv = ["--mount", "type=tmpfs,dst=/etc/resolv.conf", "-v", "/etc/hosts", "i"]
+    assert etc_mounts("/st/x.etc", argv) == []
 
 
-def test_a_state_dir_with_a_colon_is_mounted_with_mount() -> None:
+def test_a_state_dir_with_a_colon_is_mounted_with_mount(etc_mounts: EtcMounts) -> None:
     """-v cannot carry a colon in its source; --mount can, quoted when it has a comma."""
-    args = parse_run_args(["--read-only", "busybox"])
-    assert lifecycle._etc_mounts("/a:b,c", args)[:2] == [
+    assert etc_mounts("/a:b,c", ["--read-only", "busybox"])[:2] == [
         "--mount", 'type=bind,"source=/a:b,c/hosts",target=/etc/hosts,readonly',
+    ]  # fmt: skip
+
+
+def test_bind_mounts_quote_only_what_needs_it() -> None:
+    assert workload.bind_mounts({"/etc/hosts": "/a:b/hosts"}, read_only=False) == [
+        "--mount", "type=bind,source=/a:b/hosts,target=/etc/hosts",
+    ]  # fmt: skip
+    assert workload.bind_mounts({"/etc/hosts": '/a:"b"/hosts'}, read_only=False) == [
+        "--mount", 'type=bind,"source=/a:""b""/hosts",target=/etc/hosts',
     ]  # fmt: skip
 
 

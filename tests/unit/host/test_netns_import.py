@@ -1,4 +1,4 @@
-"""cnirun.netns must stay cheap to import: pyroute2 is loaded only by the functions that use it."""
+"""cnirun.host.netns must stay cheap to import: only the functions that use pyroute2 load it."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import sys
 import pytest
 
 from cnirun.errors import NetnsError
-from cnirun.netns import NETNS_DIR, netns_path
+from cnirun.host.netns import NETNS_DIR, netns_path
 
 
 def test_importing_netns_does_not_load_pyroute2() -> None:
     code = (
-        "import sys, cnirun.netns\n"
+        "import sys, cnirun.host.netns\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'docker'))\n"
         "assert not bad, bad\n"
     )

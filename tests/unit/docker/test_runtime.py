@@ -1,4 +1,5 @@
-"""The infra container's creation request, and the guard against a shared network namespace."""
+"""cnirun.docker.runtime: the infra container's creation request, and the guard against a shared
+network namespace."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from cnirun import docker_runtime
-from cnirun.docker_runtime import Docker, InfraSpec
+from cnirun.docker import runtime
+from cnirun.docker.endpoint import Endpoint
+from cnirun.docker.runtime import Docker, InfraSpec
 from cnirun.errors import DockerRuntimeError
 
 
@@ -30,8 +32,8 @@ class FakeEngine:
 
 
 def docker_with(engine: FakeEngine) -> Docker:
-    docker = Docker()
-    docker._engine = engine  # type: ignore[assignment]
+    docker = Docker(Endpoint("unix:///nonexistent/docker.sock"))
+    docker.engine = engine  # type: ignore[assignment]
     return docker
 
 
@@ -42,7 +44,7 @@ def spec() -> InfraSpec:
 def test_infra_has_network_mode_none_and_docker_networking_disabled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(docker_runtime, "_same_netns", lambda pid: False)
+    monkeypatch.setattr(runtime, "_same_netns", lambda pid: False)
     engine = FakeEngine(4242)
     infra = docker_with(engine).create_infra(spec())
     assert (infra.id, infra.pid, infra.hostname) == ("c" * 64, 4242, "cccccccccccc")
@@ -55,23 +57,6 @@ def test_infra_has_network_mode_none_and_docker_networking_disabled(
 
 def test_an_infra_in_this_hosts_network_namespace_is_refused() -> None:
     """Should Docker ever start the infra in the host's namespace, CNI must not touch it."""
-    assert docker_runtime._same_netns(os.getpid())
+    assert runtime._same_netns(os.getpid())
     with pytest.raises(DockerRuntimeError, match="shares this host's network namespace"):
         docker_with(FakeEngine(os.getpid())).create_infra(spec())
-
-
-def test_event_stream_waits_past_whitespace_and_wakes_on_close() -> None:
-    import socket
-    import threading
-
-    from cnirun.engine import EventStream
-
-    ours, theirs = socket.socketpair()
-    stream = EventStream(ours, b"\r\n")
-    theirs.sendall(b"  \n")
-    threading.Timer(0.2, lambda: theirs.sendall(b'{"status":"die"}\n')).start()
-    assert stream.wait() == b'\r\n  \n{"status":"die"}\n'
-    # A waiter is woken by close() from another thread, with nothing.
-    threading.Timer(0.2, stream.close).start()
-    assert stream.wait() == b""
-    theirs.close()

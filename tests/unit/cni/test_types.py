@@ -21,7 +21,7 @@ from cnirun.cni.types import (
     go_marshal,
 )
 from cnirun.errors import CNIError
-from tests.unit.conftest import R1, RESULTS_DATA
+from tests.unit.cni.conftest import R1, RESULTS_DATA
 
 
 def golden(name: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Unit tests of the CNI core (cnirun/cni/), one file per module."""
