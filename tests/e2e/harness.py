@@ -274,21 +274,62 @@ def image_id(ref: str) -> str | None:
     return found.stdout.strip() if found.returncode == 0 else None
 
 
-def privnet_entries() -> set[str]:
-    """priv-net-run's netns holders and session locks that exist right now."""
-    names: set[str] = set()
-    with contextlib.suppress(FileNotFoundError):
-        names |= {n for n in os.listdir(NETNS_DIR) if n.startswith(PRIVNET_PREFIX)}
-    with contextlib.suppress(FileNotFoundError):
-        names |= {f"lock:{n}" for n in os.listdir(PRIVNET_LOCK_DIR)}
-    return names
+class PrivnetWatch(threading.Thread):
+    """Learns the netns names of one `priv-net-run` process while it runs.
+
+    A session holds an flock on /run/cnirun/privnet/<netns name>.lock from before its netns
+    exists until its teardown ends; /proc/locks names the process holding it. So a test knows
+    its sessions' names even when nothing prints them, and never mistakes another test's."""
+
+    def __init__(self, proc: subprocess.Popen[str], found: set[str]) -> None:
+        super().__init__(name="privnet-watch", daemon=True)
+        self.proc = proc
+        self.found = found
+
+    def run(self) -> None:
+        settled: set[str] = set()  # lock files known to be ours or another process's
+        while True:
+            finished = self.proc.poll() is not None
+            try:
+                pending = {
+                    e.name: e.inode()
+                    for e in os.scandir(PRIVNET_LOCK_DIR)
+                    if e.name.endswith(".lock") and e.name not in settled
+                }
+            except FileNotFoundError:
+                pending = {}
+            if pending:
+                holders = _flock_holders()
+                for name, inode in pending.items():
+                    if inode in holders:  # else not locked yet: look again next round
+                        settled.add(name)
+                        if holders[inode] == self.proc.pid:
+                            self.found.add(name.removesuffix(".lock"))
+            if finished:
+                return
+            time.sleep(0.003)
 
 
-def _privnet_live(entry: str) -> bool:
-    from cnirun import privnet
+def _flock_holders() -> dict[int, int]:
+    """inode -> pid of every flock in /proc/locks."""
+    holders = {}
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if len(fields) >= 6 and fields[1] == "FLOCK":
+                with contextlib.suppress(ValueError, IndexError):
+                    holders[int(fields[5].rsplit(":", 1)[1])] = int(fields[4])
+    return holders
 
-    name = entry.removeprefix("lock:").removesuffix(".lock")
-    return privnet.is_live(name)
+
+def privnet_leaks(names: Iterable[str]) -> list[str]:
+    """Netns holders and session locks of these priv-net-run sessions that still exist."""
+    leaks = []
+    for name in sorted(names):
+        for path in (f"{NETNS_DIR}/{name}", f"{PRIVNET_LOCK_DIR}/{name}.lock"):
+            if os.path.lexists(path):
+                leaks.append(f"{path} is still there")
+    return leaks
 
 
 # -- host-wide claims --------------------------------------------------------------------------
@@ -450,7 +491,7 @@ class Harness:
         self.procs: list[subprocess.Popen[str]] = []
         self.planted: list[Path] = []  # files a test put in place itself: no leak
         self.debris: list[Callable[[], None]] = []  # undo steps of the test's own
-        self.privnet_before = privnet_entries()
+        self.watches: list[PrivnetWatch] = []
 
     # -- names and resources ----------------------------------------------------------------
 
@@ -672,39 +713,50 @@ class Harness:
         timeout: float = CLI_TIMEOUT,
     ) -> Result:
         """Run cnirun ARGS to the end (stdin: `input`, else /dev/null)."""
-        argv = self.argv(args, debug)
         env = env if env is not None else self.env()
-        self._note(env)
-        proc = subprocess.run(
-            argv,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-        result = Result(argv, proc.returncode, proc.stdout, proc.stderr)
-        self._note(env, result)
-        return result
+        proc = self._popen(args, env, debug, stdin=subprocess.PIPE if input else None)
+        try:
+            out, err = proc.communicate(input or None, timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        return self._result(proc, out, err)
 
-    def start(
-        self, *args: str, env: dict[str, str] | None = None, debug: bool | None = None
+    def _popen(
+        self, args: Sequence[str], env: dict[str, str], debug: bool | None, stdin: Any = None
     ) -> subprocess.Popen[str]:
-        """Start cnirun ARGS in the background, stdout and stderr piped."""
-        env = env if env is not None else self.env()
         self._note(env)
         proc = subprocess.Popen(
             self.argv(args, debug),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
             env=env,
         )
+        if "priv-net-run" in args:
+            watch = PrivnetWatch(proc, self.privnet_ids)
+            watch.start()
+            self.watches.append(watch)
+        return proc
+
+    def _result(self, proc: subprocess.Popen[str], out: str, err: str) -> Result:
+        for watch in self.watches:
+            if watch.proc is proc:
+                watch.join(timeout=10)
+        argv = proc.args
+        assert isinstance(argv, list)
+        result = Result(argv, proc.returncode, out, err)
+        self._note({}, result)
+        return result
+
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, debug: bool | None = None
+    ) -> subprocess.Popen[str]:
+        """Start cnirun ARGS in the background, stdout and stderr piped."""
+        proc = self._popen(args, env if env is not None else self.env(), debug)
         self.procs.append(proc)
         return proc
 
@@ -716,11 +768,7 @@ class Harness:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-        argv = proc.args
-        assert isinstance(argv, list)
-        result = Result(argv, proc.returncode, out, read + err)
-        self._note({}, result)
-        return result
+        return self._result(proc, out, read + err)
 
     def net(
         self,
@@ -894,8 +942,7 @@ class Harness:
                 for line in sh("iptables-save", "-t", table).stdout.splitlines():
                     if any(p in line for p in prefixes):
                         leaks.append(f"iptables -t {table}: {line}")
-        fresh = privnet_entries() - self.privnet_before
-        leaks += [f"{e} is still there" for e in sorted(fresh) if not _privnet_live(e)]
+        leaks += privnet_leaks(self.privnet_ids)
         return list(dict.fromkeys(leaks))
 
     def assert_clean(self, ids: Iterable[str] = (), bridges: Sequence[str] | None = None) -> None:
@@ -947,6 +994,8 @@ class Harness:
                 quiet("umount", "-l", str(holder))
                 with contextlib.suppress(OSError):
                     holder.unlink()
+            with contextlib.suppress(OSError):
+                os.unlink(f"{PRIVNET_LOCK_DIR}/{name}.lock")  # its session ended long ago
         if self.held_names:
             from cnirun.netns import release_netns
 
