@@ -13,9 +13,9 @@ from tests.e2e.harness import Harness, Registry
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[
-    None, Any, Any
-]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
     """Keep each phase's report on the item, so `rig` knows whether its test passed."""
     report = yield
     setattr(item, f"rep_{report.when}", report)

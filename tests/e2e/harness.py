@@ -904,16 +904,16 @@ class Harness:
         return found[0]
 
     def _ids(self, ids: Iterable[str] = ()) -> list[str]:
-        return sorted(
-            {*ids, *self.sandbox_ids, *self.container_ids, *self.privnet_ids} - {""}
-        )
+        return sorted({*ids, *self.sandbox_ids, *self.container_ids, *self.privnet_ids} - {""})
 
     def _prefixes(self) -> list[str]:
-        """"10.x.y." of each subnet: the firewall plugin's rules name only addresses."""
+        """ "10.x.y." of each subnet: the firewall plugin's rules name only addresses."""
         return [str(n.network_address).rsplit(".", 1)[0] + "." for n in self.subnets]
 
     def leaks(self, ids: Iterable[str] = (), bridges: Sequence[str] | None = None) -> list[str]:
         """Everything of this test's cnirun runs that should be gone by now, one line each."""
+        for watch in self.watches:
+            watch.join(timeout=10)
         ids = self._ids(ids)
         holders = [f"cnirun-{i}" for i in ids if re.fullmatch(r"[0-9a-f]{32}", i)]
         bridges = list(self.bridges) if bridges is None else list(bridges)
@@ -1018,9 +1018,7 @@ class Harness:
         return (state / "sandboxes").is_dir() and any((state / "sandboxes").iterdir())
 
     def _has_cache(self) -> bool:
-        return (self.cache_dir / "results").is_dir() and any(
-            (self.cache_dir / "results").iterdir()
-        )
+        return (self.cache_dir / "results").is_dir() and any((self.cache_dir / "results").iterdir())
 
     def _remove_containers(self) -> None:
         found = set(self.containers()) | set(self.infra_containers())
