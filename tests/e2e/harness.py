@@ -475,6 +475,7 @@ class Harness:
         self.netconf_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(exist_ok=True)
         self.debug = False  # pass --debug to cnirun (run, start) unless told otherwise
+        self.timeout: float = CLI_TIMEOUT  # for `run`, unless told otherwise
         self.overrides: dict[str, str] = {}  # extra environment for every cnirun of this test
         self.nets: list[Net] = []
         self.netnames: list[str] = []  # every network name (host-local dirs are named so)
@@ -710,13 +711,13 @@ class Harness:
         env: dict[str, str] | None = None,
         input: str | None = None,
         debug: bool | None = None,
-        timeout: float = CLI_TIMEOUT,
+        timeout: float | None = None,
     ) -> Result:
         """Run cnirun ARGS to the end (stdin: `input`, else /dev/null)."""
         env = env if env is not None else self.env()
         proc = self._popen(args, env, debug, stdin=subprocess.PIPE if input else None)
         try:
-            out, err = proc.communicate(input or None, timeout=timeout)
+            out, err = proc.communicate(input or None, timeout=timeout or self.timeout)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -775,7 +776,7 @@ class Harness:
         *argv: str,
         env: dict[str, str] | None = None,
         cache: bool = True,
-        timeout: float = CLI_TIMEOUT,
+        timeout: float | None = None,
         debug: bool = False,
     ) -> Result:
         """`cnirun net ARGV`, with `--cache-dir <ours>` unless `cache` is False (then the
@@ -925,7 +926,11 @@ class Harness:
         leaks += leakcheck.bridge_port_leaks(bridges)
         results = self.cache_dir / "results"
         if results.is_dir():
-            leaks += [f"CNI cache file {p} left behind" for p in sorted(results.iterdir())]
+            leaks += [
+                f"CNI cache file {p} left behind"
+                for p in sorted(results.iterdir())
+                if p not in self.planted
+            ]
         for state in sorted(self.state_dirs):
             if (state / "sandboxes").is_dir():
                 leaks += [f"file {p} left behind" for p in sorted((state / "sandboxes").iterdir())]
