@@ -6,9 +6,9 @@ import os
 from typing import Any
 
 import pytest
+from cnirun.docker_runtime import Docker, InfraSpec
 
 from cnirun import docker_runtime
-from cnirun.docker_runtime import Docker, InfraSpec
 from cnirun.errors import DockerRuntimeError
 
 

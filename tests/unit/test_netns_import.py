@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from cnirun.netns import NETNS_DIR, netns_path
 
 from cnirun.errors import NetnsError
-from cnirun.netns import NETNS_DIR, netns_path
 
 
 def test_importing_netns_does_not_load_pyroute2() -> None:

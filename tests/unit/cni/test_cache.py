@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.cni.conftest import R1
 
 from cnirun.cni.cache import ResultCache, parse_cached_result
 from cnirun.cni.types import Result, ResultError
 from cnirun.errors import CacheError, CNIError
-from tests.unit.cni.conftest import R1
 from tests.unit.conftest import CniEnv
 
 GO_FIELDS = ("kind", "containerId", "config", "ifName", "networkName", "netns", "cniArgs",
