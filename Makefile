@@ -1,5 +1,9 @@
 # Developer entry points for cnirun. The e2e tests (and so `test`) need root: use sudo.
 PYTHON ?= python3
+# Tests run in a shuffled order (pytest-randomly; the seed is printed at the top). Reproduce an
+# order with PYTEST_FLAGS="--randomly-seed=N", or keep the file order with "-p no:randomly".
+PYTEST_FLAGS ?=
+PYTEST = $(PYTHON) -m pytest -p randomly $(PYTEST_FLAGS)
 
 .PHONY: setup test unit e2e lint bench
 
@@ -9,13 +13,13 @@ setup:
 
 # Unit and e2e tests in one run (ends with pytest's summary line).
 test:
-	$(PYTHON) -m pytest tests
+	$(PYTEST) tests
 
 unit:
-	$(PYTHON) -m pytest tests/unit
+	$(PYTEST) tests/unit
 
 e2e:
-	$(PYTHON) -m pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 lint:
 	$(PYTHON) -m ruff check cnirun tests scripts

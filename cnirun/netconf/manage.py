@@ -272,7 +272,7 @@ def _plugin_info(cni: CNIConfig, plugin_type: str, role: str) -> dict[str, Any]:
 
 def inspect_network(configs: Configs, name: str) -> dict[str, Any]:
     """The network's summary, its plugins with their versions, live attachments and config."""
-    net, cni = configs.find(name), configs.cni
+    net, cni = configs.find(name, generate=False), configs.cni  # a look changes nothing
     default = configs.scan().default_choice()
     out = _summary(net, default.name if default else None)
     plugins: list[dict[str, Any]] = []

@@ -7,18 +7,14 @@ read the real host. Stale state is staged with names of this test's own and remo
 
 from __future__ import annotations
 
-import json
-import secrets
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from cnirun.cni.cache import ResultCache
 from cnirun.cni.types import Result, RuntimeConf
 from cnirun.host import netns
-from tests.e2e.test_privnet import PrivLab, plab_session, read_line
+from tests.e2e.harness import Harness, read_line
 from tests.leakcheck import assert_no_leaks
 
 pytestmark = pytest.mark.e2e
@@ -26,19 +22,9 @@ pytestmark = pytest.mark.e2e
 Report = list[tuple[str, str, str]]
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[PrivLab]:
-    yield from plab_session(tmp_path)
-
-
-def doctor(lab: PrivLab, *args: str, **env: str) -> tuple[int, Report, str]:
+def doctor(rig: Harness, *args: str, **env: str) -> tuple[int, Report, str]:
     """Run `cnirun doctor`; return its status and its lines as (verdict, subject, detail)."""
-    saved = dict(lab.env)
-    lab.env.update(env)
-    try:
-        res = lab.cnirun("doctor", *args)
-    finally:
-        lab.env = saved
+    res = rig.run("doctor", *args, env=rig.env(**env))
     report = []
     for line in res.stdout.splitlines():
         verdict, rest = line.split(None, 1)
@@ -57,15 +43,10 @@ def forward_policy() -> str:
     return out.splitlines()[0].split()[2]
 
 
-def write(lab: PrivLab, filename: str, content: object) -> Path:
-    path = lab.netconf / filename
-    path.write_text(content if isinstance(content, str) else json.dumps(content))
-    return path
-
-
-def test_doctor_on_a_healthy_host(lab: PrivLab) -> None:
-    name, _ = lab.bridge_net()  # bridge + host-local + firewall, cniVersion 1.0.0
-    code, report, stderr = doctor(lab)
+def test_doctor_on_a_healthy_host(rig: Harness) -> None:
+    net = rig.network(firewall=True)  # bridge + host-local + firewall, cniVersion 1.0.0
+    name = net.name
+    code, report, stderr = doctor(rig)
     assert (code, stderr) == (0, "")
     assert not [r for r in report if r[0] == "FAIL"], report
     [(verdict, detail)] = lines(report, "docker")
@@ -75,49 +56,46 @@ def test_doctor_on_a_healthy_host(lab: PrivLab) -> None:
     assert lines(report, "plugin firewall") == [("ok", "0.4.0, 1.0.0 (/usr/lib/cni/firewall)")]
     [(verdict, detail)] = lines(report, "config")
     assert verdict == "ok"
-    assert detail == f'{lab.netconf}/{name}.conflist: network "{name}" (bridge -> firewall, 1.0.0)'
-    assert lines(report, "default network") == [("ok", f'"{name}" ({lab.netconf}/{name}.conflist)')]
+    assert detail == f'{net.path}: network "{name}" (bridge -> firewall, 1.0.0)'
+    assert lines(report, "default network") == [("ok", f'"{name}" ({net.path})')]
     assert lines(report, "net.ipv4.ip_forward")[0][0] in ("ok", "warn")
     [(verdict, detail)] = lines(report, "iptables FORWARD")
     assert verdict == "ok" and detail.startswith(f"policy {forward_policy()}")
     assert len(lines(report, "stale state")) == 1
 
 
-def test_doctor_on_an_empty_config_dir_writes_nothing(lab: PrivLab) -> None:
-    code, report, _ = doctor(lab)
+def test_doctor_on_an_empty_config_dir_writes_nothing(rig: Harness) -> None:
+    code, report, _ = doctor(rig)
     assert code == 0
     [(verdict, detail)] = lines(report, "default network")
     assert verdict == "ok"
     assert detail == (
-        f'no network config in {lab.netconf}; the built-in default network "cnirun" '
+        f'no network config in {rig.netconf_dir}; the built-in default network "cnirun" '
         "will be created there on first use"
     )
-    assert list(lab.netconf.iterdir()) == []
+    assert list(rig.netconf_dir.iterdir()) == []
 
 
-def test_doctor_on_a_broken_config_dir(lab: PrivLab) -> None:
-    bad = write(lab, "10-bad.conflist", '{"cniVersion": "1.0.0", "name": "bad", "plugins": [')
-    ghost = write(
-        lab,
+def test_doctor_on_a_broken_config_dir(rig: Harness) -> None:
+    bad = rig.write("10-bad.conflist", '{"cniVersion": "1.0.0", "name": "bad", "plugins": [')
+    ghost = rig.write(
         "20-ghost.conflist",
         {"cniVersion": "1.0.0", "name": "ghost", "plugins": [{"type": "ghostplug"}]},
     )
-    old = write(
-        lab,
+    old = rig.write(
         "30-old.conflist",
         {"cniVersion": "0.3.1", "name": "old", "plugins": [{"type": "firewall"}]},
     )
-    exposed = lab.netname()
-    write(
-        lab,
+    exposed = rig.netname()
+    rig.write(
         "40-exposed.conflist",
         {
             "cniVersion": "1.0.0",
             "name": exposed,
-            "plugins": [{"type": "bridge", "bridge": lab.bridge(), "ipam": {"type": "host-local"}}],
+            "plugins": [{"type": "bridge", "bridge": rig.bridge(), "ipam": {"type": "host-local"}}],
         },
     )
-    code, report, _ = doctor(lab)
+    code, report, _ = doctor(rig)
     assert code == 1
     configs = lines(report, "config")
     assert configs[:3] == [
@@ -134,15 +112,15 @@ def test_doctor_on_a_broken_config_dir(lab: PrivLab) -> None:
         assert verdict == "ok"
 
 
-def test_doctor_fails_without_docker_or_plugins(lab: PrivLab) -> None:
-    code, report, _ = doctor(lab, DOCKER_HOST="unix:///nonexistent/docker.sock")
+def test_doctor_fails_without_docker_or_plugins(rig: Harness) -> None:
+    code, report, _ = doctor(rig, DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert code == 1
     [(verdict, detail)] = lines(report, "docker")
     assert verdict == "FAIL"
     assert detail.startswith("engine not reachable at unix:///nonexistent/docker.sock: ")
     assert lines(report, "stale state") == [("warn", "cannot tell without Docker (see above)")]
 
-    code, report, _ = doctor(lab, "--cni-path", "/nonexistent/cni")
+    code, report, _ = doctor(rig, "--cni-path", "/nonexistent/cni")
     assert code == 1
     assert lines(report, "plugin dirs") == [
         ("FAIL", "none of /nonexistent/cni exists (set --cni-path)")
@@ -150,30 +128,32 @@ def test_doctor_fails_without_docker_or_plugins(lab: PrivLab) -> None:
     assert lines(report, "default network")[0][0] == "FAIL"
 
 
-def test_doctor_reports_stale_state_but_not_live_sessions(lab: PrivLab) -> None:
-    tag = secrets.token_hex(4)
+def test_doctor_reports_stale_state_but_not_live_sessions(rig: Harness) -> None:
+    tag = rig.tag
     stale_ns = f"cnirun-privnet-{tag}00000000"  # no session holds its lock
     stale_cid = f"cnirun-{tag}"
     container = f"cnirun-test-{tag}-doctor"
-    lab.ids.update({stale_ns, stale_cid, container})
-    name, _ = lab.bridge_net()
-    live = lab.popen(
+    rig.privnet_ids.add(stale_ns)
+    rig.container_ids.append(stale_cid)
+    rig.names.append(container)
+    name = rig.network(firewall=True).name
+    live = rig.start(
         "priv-net-run", "--network", name, "sh", "-c", 'echo "$(ip netns identify)"; exec sleep 30'
     )
     try:
         live_ns = read_line(live)
-        lab.ids.add(live_ns)
+        rig.privnet_ids.add(live_ns)
         netns.create_netns(stale_ns)
         result = Result.decode({"ips": [{"address": "10.252.0.9/24"}]}, "1.0.0")
         rt = RuntimeConf(stale_cid, f"/run/netns/{stale_cid}", "eth0")
-        ResultCache(str(lab.cache)).write("gone", b"{}", rt, result)
+        ResultCache(str(rig.cache_dir)).write("gone", b"{}", rt, result)
         subprocess.run(
             ["docker", "run", "--name", container, "--network", "none", "--label",
              f"io.cnirun.sandbox=test-{tag}", "busybox:latest", "true"],
             capture_output=True, check=True, timeout=60,
         )  # fmt: skip
 
-        code, report, _ = doctor(lab)
+        code, report, _ = doctor(rig)
         assert code == 0
         # gc's own selection: the holder and the attachment, never the live session, nor an
         # exited container (gc never touches those; doctor used to list them).
@@ -187,5 +167,7 @@ def test_doctor_reports_stale_state_but_not_live_sessions(lab: PrivLab) -> None:
         live.communicate(timeout=30)
         netns.release_netns(stale_ns)
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
-        (lab.cache / "results" / f"gone-{stale_cid}-eth0").unlink(missing_ok=True)
-    assert_no_leaks([stale_ns, stale_cid, container], netns_names=[stale_ns], cache_dir=lab.cache)
+        (rig.cache_dir / "results" / f"gone-{stale_cid}-eth0").unlink(missing_ok=True)
+    assert_no_leaks(
+        [stale_ns, stale_cid, container], netns_names=[stale_ns], cache_dir=rig.cache_dir
+    )

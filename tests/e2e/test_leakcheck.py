@@ -1,11 +1,10 @@
 """Self-test of tests/leakcheck.py: real leftovers are reported, and none once removed.
 
-Every resource made here carries a random suffix, and is removed again by this test.
+Every resource made here carries the harness's tag, and is removed again by this test.
 """
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import subprocess
 from contextlib import ExitStack
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import E2E_IMAGE
+from tests.e2e.harness import Harness
 from tests.leakcheck import DEFAULT_IPAM_DIR, assert_no_leaks, find_leaks
 
 pytestmark = pytest.mark.e2e
@@ -27,13 +27,14 @@ def _quiet(*args: str) -> None:
     subprocess.run(args, capture_output=True, check=False)
 
 
-def test_every_kind_of_leftover_is_reported_until_removed(cache_dir: Path) -> None:
-    suffix = secrets.token_hex(5)
-    cid = f"cnirun-test-{secrets.token_hex(8)}"  # stands in for a container ID
+def test_every_kind_of_leftover_is_reported_until_removed(rig: Harness) -> None:
+    suffix = rig.tag
+    cache_dir = rig.cache_dir
+    cid = f"e2e-test-{suffix}-cid"  # stands in for a container ID
     bridge, veth, peer = f"ctb{suffix}", f"ctv{suffix}", f"ctp{suffix}"
-    netns_by_id, netns_by_name = f"{cid}-ns", f"cnirun-test-ns-{suffix}"
+    netns_by_id, netns_by_name = f"{cid}-ns", f"e2e-test-ns-{suffix}"
     chain = f"CNIRUN-TEST-{suffix}"
-    net_dir = Path(DEFAULT_IPAM_DIR) / f"cnirun-test-net-{suffix}"
+    net_dir = Path(DEFAULT_IPAM_DIR) / f"e2e-test-net-{suffix}"
 
     def leaks() -> list[str]:
         return find_leaks(
@@ -50,7 +51,7 @@ def test_every_kind_of_leftover_is_reported_until_removed(cache_dir: Path) -> No
         # Only a label names the ID: the container's own name and ID do not.
         container = _run(
             "docker", "create", "--label", f"cnirun.test.leakcheck={cid}",
-            "--name", f"cnirun-test-{suffix}", E2E_IMAGE, "true",
+            "--name", f"e2e-test-{suffix}", E2E_IMAGE, "true",
         )  # fmt: skip
         undo.callback(_quiet, "docker", "rm", "-f", container)
 
@@ -82,7 +83,7 @@ def test_every_kind_of_leftover_is_reported_until_removed(cache_dir: Path) -> No
 
         found = "\n".join(leaks())
         expected = [
-            f"docker container cnirun-test-{suffix} ({container[:12]}",
+            f"docker container e2e-test-{suffix} ({container[:12]}",
             f"{net_dir}/10.255.0.7 held by",
             f"{cache_dir}/results/testnet-{cid}-eth0",
             f"/run/netns/{netns_by_id} ",
@@ -101,11 +102,14 @@ def test_every_kind_of_leftover_is_reported_until_removed(cache_dir: Path) -> No
     assert leaks() == []
 
 
-def test_a_bare_string_is_one_id_not_its_characters(cache_dir: Path) -> None:
-    # Were "cnirun-test-…" split into characters, "-" alone would match nearly every rule.
-    cid = f"cnirun-test-{secrets.token_hex(8)}"
+def test_a_bare_string_is_one_id_not_its_characters(rig: Harness) -> None:
+    # Were "e2e-test-…" split into characters, "-" alone would match nearly every rule.
+    cache_dir = rig.cache_dir
+    cid = f"e2e-test-{rig.tag}-cid"
     (cache_dir / "results").mkdir()
-    (cache_dir / "results" / "net-other-eth0").write_text("{}")
+    other = cache_dir / "results" / "net-other-eth0"
+    other.write_text("{}")
+    rig.planted.append(other)  # not the test's own attachment
     assert find_leaks(cid, cache_dir=cache_dir) == []
     leftover = cache_dir / "results" / f"net-{cid}-eth0"
     leftover.write_text("{}")

@@ -1,13 +1,12 @@
 """End-to-end tests of cnirun.netns against the real kernel (root): hold, create, enter, release.
 
-Every name starts with `cnirun-test-` plus a random suffix; the `names` fixture proves that
-nothing of a test's own is left in /run/netns or in the mount table afterwards.
+Every name is the harness's (unique to the test); the `names` fixture proves that nothing of a
+test's own is left in /run/netns or in the mount table afterwards.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from cnirun.host.netns import (
     release_netns,
     run_in_netns,
 )
+from tests.e2e.harness import Harness
 from tests.netinfo import interface_addresses
 
 pytestmark = pytest.mark.e2e
@@ -54,15 +54,10 @@ def _host_link_exists(ifname: str) -> bool:
 
 
 @pytest.fixture
-def names() -> Iterator[Callable[[], str]]:
+def names(rig: Harness) -> Iterator[Callable[[], str]]:
     """Hand out unique netns names; afterwards release them and assert nothing is left."""
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(f"cnirun-test-{secrets.token_hex(4)}")
-        return made[-1]
-
-    yield new
+    made = rig.held_names
+    yield rig.netns_name
     for name in made:
         release_netns(name)
     mounts = _mounts()
@@ -197,13 +192,15 @@ def test_run_in_netns_of_a_missing_path_creates_nothing(names: Callable[[], str]
         run_in_netns("/etc/hostname", ["true"])
 
 
-def test_veth_moved_into_netns_shows_in_interface_addresses(names: Callable[[], str]) -> None:
+def test_veth_moved_into_netns_shows_in_interface_addresses(
+    names: Callable[[], str], rig: Harness
+) -> None:
     name = names()
     path = create_netns(name)
-    suffix = secrets.token_hex(4)
-    host_end, ns_end = f"cnth{suffix}", f"cntn{suffix}"
+    host_end, ns_end = f"e2h{rig.tag}", f"e2n{rig.tag}"
+    rig.links.append(host_end)
     # A test address on a link that exists only inside the test netns; no traffic is sent.
-    address = f"10.253.{secrets.randbelow(250) + 1}.2/24"
+    address = f"{rig.subnet().network_address + 2}/24"
     try:
         subprocess.run(
             ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end, "netns", name],
