@@ -163,7 +163,7 @@ def main(argv: Sequence[str]) -> int:
     if first == "run":
         del args[args.index("run")]
         if words == ["run", "--help"]:
-            return _typer(["run", "--help"])
+            return _typer(["run", "--help"], settings)
         return _run(args, settings)
     if first is not None and first.split("=", 1)[0] not in SUBCOMMANDS | TYPER_OPTIONS:
         return _run(args, settings)
@@ -171,7 +171,7 @@ def main(argv: Sequence[str]) -> int:
         from cnirun.sandbox.registry import reconcile_quietly
 
         reconcile_quietly(settings)  # detached sandboxes whose workload ended are reclaimed
-    return _typer(args)
+    return _typer(args, settings)
 
 
 def _run(args: list[str], settings: Settings) -> int:
@@ -187,12 +187,12 @@ def _run(args: list[str], settings: Settings) -> int:
         return ExitCode.CNIRUN_ERROR
 
 
-def _typer(args: list[str]) -> int:
+def _typer(args: list[str], settings: Settings) -> int:
     import typer
 
     try:
         result = typer.main.get_command(build_app()).main(
-            args=args, prog_name="cnirun", standalone_mode=False
+            args=args, prog_name="cnirun", standalone_mode=False, obj=settings
         )
     except typer.Abort:
         return ExitCode.CTRL_C

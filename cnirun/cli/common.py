@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnirun.settings import DEFAULT_CNI_TIMEOUT
+from cnirun.settings import DEFAULT_CNI_TIMEOUT, Settings
 
 NETCONF_DIR = typer.Option(None, "--netconf-dir", help="Config dir [env NETCONFPATH].")
 CNI_PATH = typer.Option(None, "--cni-path", help="Plugin dirs, colon-separated [env CNI_PATH].")
@@ -21,3 +21,25 @@ def check_format(output: str) -> None:
 
     if output not in ("table", "json"):
         raise UsageError(f"unknown --format {output!r}: use table or json")
+
+
+def command_settings(
+    *,
+    netconf_dir: str | None = None,
+    cni_path: str | None = None,
+    cache_dir: str | None = None,
+    cni_timeout: float | None = None,
+) -> Settings:
+    """The Settings `main()` resolved for this command line, with the command's flags on top."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    base = context.find_root().obj if context is not None else None
+    if not isinstance(base, Settings):  # a command called outside main() (tests)
+        base = Settings.load()
+    flags = (netconf_dir, cni_path, cache_dir, cni_timeout)
+    if all(flag is None for flag in flags):
+        return base
+    return base.with_flags(
+        netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir, cni_timeout=cni_timeout
+    )

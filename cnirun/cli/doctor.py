@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cnirun.cli.common import CNI_PATH, NETCONF_DIR
+from cnirun.cli.common import CNI_PATH, NETCONF_DIR, command_settings
 from cnirun.cli.output import say
-from cnirun.settings import Settings
 
 
 def doctor(netconf_dir: str | None = NETCONF_DIR, cni_path: str | None = CNI_PATH) -> int:
@@ -16,5 +15,5 @@ def doctor(netconf_dir: str | None = NETCONF_DIR, cni_path: str | None = CNI_PAT
     """
     from cnirun import doctor as checks
 
-    settings = Settings.load(netconf_dir=netconf_dir, cni_path=cni_path)
+    settings = command_settings(netconf_dir=netconf_dir, cni_path=cni_path)
     return checks.doctor(settings, lambda check: say(check.line()))

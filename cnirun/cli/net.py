@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import typer
 
 from cnirun.cli.app import command, register
-from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format
+from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
 from cnirun.cli.output import json_out, say
 from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
@@ -67,7 +67,7 @@ def _target(
 ) -> Target:
     if timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout:g}")
-    settings = Settings.load(netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir)
+    settings = command_settings(netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir)
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=timeout)
     return Target(settings, cni, Configs(settings.netconf_dir, cni).find(network))
 

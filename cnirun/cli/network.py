@@ -5,13 +5,12 @@ from __future__ import annotations
 import typer
 
 from cnirun.cli.app import command
-from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format
+from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
 from cnirun.cli.output import json_out, say, table, warn
 from cnirun.cni.api import CNIConfig
 from cnirun.errors import CnirunError
 from cnirun.netconf import manage
 from cnirun.netconf.select import Configs
-from cnirun.settings import Settings
 
 VERSION_TIMEOUT = 10.0
 
@@ -49,7 +48,7 @@ def _configs(netconf_dir: str | None, cni_path: str | None) -> Configs:
     from cnirun.docker.runtime import connect
     from cnirun.sandbox.plan import configs_for
 
-    settings = Settings.load(netconf_dir=netconf_dir, cni_path=cni_path)
+    settings = command_settings(netconf_dir=netconf_dir, cni_path=cni_path)
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=VERSION_TIMEOUT)
     try:
         docker = connect(settings.environ)

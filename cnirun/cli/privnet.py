@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnirun.cli.common import CNI_ARGS, CNI_PATH, CNI_TIMEOUT, NETCONF_DIR
-from cnirun.settings import Settings
+from cnirun.cli.common import CNI_ARGS, CNI_PATH, CNI_TIMEOUT, NETCONF_DIR, command_settings
 
 NETWORK = typer.Option(
     None, "--network", help="Network to attach (repeatable: eth0, eth1, ...) [default: see below]."
@@ -35,6 +34,6 @@ def priv_net_run(
     """
     from cnirun import privnet
 
-    settings = Settings.load(netconf_dir=netconf_dir, cni_path=cni_path, cni_timeout=cni_timeout)
+    settings = command_settings(netconf_dir=netconf_dir, cni_path=cni_path, cni_timeout=cni_timeout)
     plan = privnet.make_plan(settings, network or (), cni_args or ())
     return privnet.priv_net_run(command, plan, exiting=True)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cnirun.cli.common import FORMAT, check_format
+from cnirun.cli.common import FORMAT, check_format, command_settings
 from cnirun.cli.output import json_out, say, table
 from cnirun.errors import MultiError
 from cnirun.settings import Settings
@@ -27,7 +27,7 @@ def _sandboxes(settings: Settings | None = None) -> tuple[Docker, RecordStore]:
     from cnirun.docker.runtime import connect
     from cnirun.sandbox.records import RecordStore
 
-    settings = settings or Settings.load()
+    settings = settings or command_settings()
     return connect(settings.environ), RecordStore(settings.state_dir)
 
 
@@ -131,7 +131,7 @@ def gc(dry_run: bool = DRY_RUN) -> None:
     """
     from cnirun.sandbox import reclaim
 
-    settings = Settings.load()
+    settings = command_settings()
     report = reclaim.gc(*_sandboxes(settings), settings, dry_run=dry_run)
     prefix = "would reclaim: " if dry_run else "reclaimed: "
     for action in report.actions:

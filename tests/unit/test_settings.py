@@ -71,10 +71,14 @@ def test_a_non_positive_cni_timeout_is_refused() -> None:
         Settings.load({}, cni_timeout=0)
 
 
-def test_the_cli_reports_a_bad_variable_in_one_line_with_exit_125() -> None:
-    """Once read at import time, `CNIRUN_STOP_TIMEOUT=abc` killed every run with a traceback."""
+@pytest.mark.parametrize(
+    "argv", [["--rm", "busybox", "true"], ["ps"], ["net", "version", "x"], ["doctor"]]
+)
+def test_the_cli_reports_a_bad_variable_in_one_line_with_exit_125(argv: list[str]) -> None:
+    """Once read at import time, `CNIRUN_STOP_TIMEOUT=abc` killed every run with a traceback.
+    Now every command gets the settings resolved once, before anything else happens."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cnirun", "--rm", "busybox", "true"],
+        [sys.executable, "-m", "cnirun", *argv],
         env={"PATH": "/usr/bin:/bin", "CNIRUN_STOP_TIMEOUT": "abc"},
         capture_output=True,
         text=True,
