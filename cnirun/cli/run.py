@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from cnirun.cli.output import report, setup_logging, warn
+from cnirun.errors import ExitCode
 from cnirun.settings import Settings
 
 
@@ -40,4 +41,5 @@ def run(argv: list[str], settings: Settings) -> int:
         warn(f"teardown: {failure}")
     if outcome.teardown_failures:
         warn(f"sandbox {outcome.sandbox_id} was not fully removed; run `cnirun gc` to retry")
+        return ExitCode.CNIRUN_ERROR  # what the workload did is done; cnirun's part is not
     return outcome.code

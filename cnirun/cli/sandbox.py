@@ -94,8 +94,10 @@ def _remove(refs: list[str], force: bool, stop_only: bool) -> None:
     failures: list[str] = []
     for ref in refs:
         sandbox = registry.find(docker, store, ref)
-        failures += registry.remove(docker, store, sandbox, force=force, stop_only=stop_only)
-        say(ref)
+        left = registry.remove(docker, store, sandbox, force=force, stop_only=stop_only)
+        if not left:
+            say(ref)  # as docker does: only what was really removed
+        failures += left
     if failures:
         raise MultiError(failures, "teardown incomplete")
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cnirun import __version__
@@ -140,8 +140,13 @@ class Docker:
         if isinstance(answer, dict) and answer.get("error"):
             raise DockerRuntimeError(f"cannot build the pause image {image}: {answer['error']}")
 
-    def create_infra(self, spec: InfraSpec) -> Infra:
+    def create_infra(
+        self, spec: InfraSpec, created: Callable[[str], None] = lambda _: None
+    ) -> Infra:
         """Create and start the infra container: network mode none, labelled, restart never.
+
+        `created` gets the container's ID as soon as the engine answers the create, so the
+        caller can record it before anything else can fail (teardown then removes by ID).
 
         With NetworkDisabled, Docker makes no network sandbox for it (that alone costs more
         than starting a container) and runc gives it a fresh network namespace with only `lo`,
@@ -164,14 +169,15 @@ class Docker:
             body["Hostname"] = spec.hostname
         if spec.domainname:
             body["Domainname"] = spec.domainname
-        created = self._call(
+        answer = self._call(
             f"create the infra container {name}",
             "POST",
             "/containers/create",
             query={"name": name},
             body=body,
         )
-        container_id: str = created["Id"]
+        container_id: str = answer["Id"]
+        created(container_id)
         self._call(f"start the infra container {name}", "POST", f"/containers/{container_id}/start")
         info = self._call(f"inspect {name}", "GET", f"/containers/{container_id}/json")
         pid = int(info["State"].get("Pid") or 0)
@@ -190,6 +196,15 @@ class Docker:
             hostname=info["Config"].get("Hostname") or "",
             domainname=info["Config"].get("Domainname") or "",
         )
+
+    def pid(self, container: str) -> int | None:
+        """The main process of a running container; None when it is gone or not running."""
+        status, info = self._try("GET", f"/containers/{container}/json")
+        if status != 200 or not isinstance(info, dict):
+            return None
+        state = info.get("State") or {}
+        pid = int(state.get("Pid") or 0)
+        return pid if state.get("Running") and pid > 0 else None
 
     def remove(self, container: str) -> None:
         """Force-remove a container; one that is already gone (or going) is fine."""

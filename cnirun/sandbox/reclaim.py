@@ -77,10 +77,21 @@ class _Selection:
         self.skip = live | foreign | {s.record.id for s in self.sandboxes}
         self.cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=GC_TIMEOUT)
         self.gc_networks: dict[str, CacheEntry] = {}
+        self.undeleted: set[str] = set()  # netns paths with an attachment whose DEL failed
 
     def items(self) -> list[Reclaim]:
+        """In the order they must happen: sandboxes, then attachments without a record (DEL
+        while their netns is still held), then infra containers, then holders."""
         items = [self._sandbox(s) for s in self.sandboxes if not s.live]
         items += [self._broken(sandbox_id) for sandbox_id in self.broken]
+        for entry in ResultCache(self.settings.cache_dir).attachments():
+            cid = entry.container_id
+            if not cid.startswith(CNI_ID_PREFIX) or cid[len(CNI_ID_PREFIX) :] in self.skip:
+                continue
+            if privnet.is_live(cid):
+                continue
+            what = f"attachment {entry.network_name}/{cid}/{entry.ifname}: deleted"
+            items.append(Reclaim(what, functools.partial(self._del_attachment, entry)))
         for container in self.containers:
             labels = container.get("Labels") or {}
             if labels.get(LABEL_ROLE) == ROLE_INFRA and labels.get(LABEL_SANDBOX) not in self.skip:
@@ -90,17 +101,15 @@ class _Selection:
         for name in netns.list_held(CNI_ID_PREFIX):
             if name[len(CNI_ID_PREFIX) :] in self.skip or privnet.is_live(name):
                 continue
-            release = functools.partial(netns.release_netns, name)
-            items.append(Reclaim(f"netns /run/netns/{name}: released", _attempting(release)))
-        for entry in ResultCache(self.settings.cache_dir).attachments():
-            cid = entry.container_id
-            if not cid.startswith(CNI_ID_PREFIX) or cid[len(CNI_ID_PREFIX) :] in self.skip:
-                continue
-            if privnet.is_live(cid):
-                continue
-            what = f"attachment {entry.network_name}/{cid}/{entry.ifname}: deleted"
-            items.append(Reclaim(what, functools.partial(self._del_attachment, entry)))
+            release = functools.partial(self._release, name)
+            items.append(Reclaim(f"netns /run/netns/{name}: released", release))
         return items
+
+    def _release(self, name: str) -> list[str]:
+        path = netns.netns_path(name)
+        if path in self.undeleted:
+            return [f"netns {path} kept: a DEL in it failed (the retry needs it)"]
+        return _attempt(lambda: netns.release_netns(name))
 
     def _sandbox(self, sandbox: Sandbox) -> Reclaim:
         def run() -> list[str]:
@@ -128,6 +137,7 @@ class _Selection:
             net = list_from_bytes(entry.config, entry.path)
             self.cni.del_network_list(net, entry.runtime_conf())
         except CnirunError as e:
+            self.undeleted.add(entry.netns)
             return [f"attachment {entry.path}: {e}"]
         if parse_version(net.cni_version or "0.1.0") >= (1, 1, 0):
             self.gc_networks[net.name] = entry

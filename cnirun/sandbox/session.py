@@ -133,6 +133,9 @@ class Session:
         self.started = True
         self._save()
         fault_point("record")
+        # A signal now would race the create request: the engine may not know the name yet
+        # when the remove comes. Hold signals until the ID is recorded, then stop.
+        self.guard.enter(Mode.DEFER)
         infra = self.docker.create_infra(
             InfraSpec(
                 sandbox_id=plan.sandbox_id,
@@ -140,8 +143,11 @@ class Session:
                 hostname=args.hostname,
                 domainname=args.domainname,
                 labels={LABEL_STATE_DIR: self.store.state_dir},
-            )
+            ),
+            created=self._record_infra,
         )
+        self.guard.enter(Mode.ABORT)
+        self.guard.checkpoint()
         fault_point("infra")
         record.infra_id, record.hostname = infra.id, infra.hostname
         record.netns_path = netns.netns_path(record.netns_name)
@@ -166,6 +172,10 @@ class Session:
         self._save()
         _write_etc_files(self.store.files_dir(record.id), infra, results, args)
         return infra
+
+    def _record_infra(self, container_id: str) -> None:
+        self.record.infra_id = container_id
+        self._save()
 
     def _record_attachment(self, attachment: Attachment) -> None:
         net, rt = attachment

@@ -56,8 +56,32 @@ def recorded_attachments(record: SandboxRecord) -> tuple[list[Attachment], list[
     return attachments, failures
 
 
+def _hold_again(record: SandboxRecord, docker: Docker) -> None:
+    """Hold the netns again from the infra when its holder vanished (unmounted or
+    `ip netns delete`d from outside): without it, the DELs cannot reach the interfaces, and
+    plugins such as bridge then skip part of their cleanup (its masquerade rules)."""
+    if not record.netns_name or not record.netns_path or netns.netns_exists(record.netns_path):
+        return
+    pid = docker.pid(record.infra_id) if record.infra_id else None
+    if pid is None:
+        log.warning(
+            "sandbox %s: its network namespace %s is gone and so is its infra container; "
+            "the plugins' DEL cannot check what was inside it",
+            record.id[:12],
+            record.netns_path,
+        )
+        return
+    netns.release_netns(record.netns_name)  # a stub file left by an outside unmount
+    netns.hold_netns(f"/proc/{pid}/ns/net", record.netns_name)
+    log.debug("held netns %s again from the infra container (pid %d)", record.netns_path, pid)
+
+
 def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list[str]:
     failures: list[str] = []
+    try:
+        _hold_again(record, docker)
+    except CnirunError as e:
+        failures.append(str(e))
 
     def remove_infra() -> None:
         try:
@@ -69,13 +93,17 @@ def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list
     remover.start()
     cni = CNIConfig(record.plugin_dirs, record.cache_dir, timeout=record.cni_timeout)
     attachments, unreadable = recorded_attachments(record)
-    failures += unreadable + del_all(cni, attachments)
+    del_failures = unreadable + del_all(cni, attachments)
+    failures += del_failures
     remover.join()
     try:
         store.delete_files(record.id)
     except CnirunError as e:
         failures.append(str(e))
-    if record.netns_name:
+    if record.netns_name and del_failures:
+        # The retry (gc, rm) needs the namespace: a DEL without it undoes only part.
+        log.debug("keeping netns %s until every DEL has succeeded", record.netns_path)
+    elif record.netns_name:
         try:
             netns.release_netns(record.netns_name)
         except CnirunError as e:
