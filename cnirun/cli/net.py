@@ -21,7 +21,8 @@ from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import RuntimeConf
-from cnirun.errors import UsageError
+from cnirun.errors import CacheError, UsageError
+from cnirun.host.netns import NETNS_DIR
 from cnirun.netconf.select import Configs
 from cnirun.settings import DEFAULT_CNI_TIMEOUT, Settings
 
@@ -73,9 +74,10 @@ def _target(
 
 
 def resolve_netns(netns: str, must_exist: bool) -> str:
-    """An absolute netns path; a bare name means /run/netns/<name> when that exists."""
-    if "/" not in netns and os.path.exists(os.path.join("/run/netns", netns)):
-        netns = os.path.join("/run/netns", netns)
+    """An absolute netns path; a bare name always means /run/netns/<name>, so `del` after
+    `ip netns del` derives the same container ID as the `add` did."""
+    if "/" not in netns:
+        netns = os.path.join(NETNS_DIR, netns)
     path = os.path.abspath(netns)
     if must_exist and not os.path.exists(path):
         raise UsageError(f"network namespace {path} does not exist")
@@ -126,7 +128,11 @@ def _with_cached_args(target: Target, rt: RuntimeConf) -> RuntimeConf:
     caller gives none: plugins such as portmap only undo what their DEL is told about."""
     if rt.cni_args and rt.capability_args:
         return rt
-    for entry in target.cni.cache.attachments(rt.container_id):
+    try:
+        cached = target.cni.cache.attachments(rt.container_id)
+    except CacheError:
+        cached = []  # an unreadable cache: the ADD itself says so, after its rollback
+    for entry in cached:
         if entry.network_name == target.net.name and entry.ifname == rt.ifname:
             return rt._replace(
                 cni_args=rt.cni_args or entry.cni_args,
@@ -160,6 +166,18 @@ def _on_netns(
 
 
 def _add(target: Target, rt: RuntimeConf) -> None:
+    # A second ADD would fail in the plugins, and its rollback DEL would then undo the first
+    # attachment: refuse it before anything runs (cnitool's ADD leaves the first intact too).
+    try:
+        cached = target.cni.cache.attachments(rt.container_id)
+    except CacheError:
+        cached = []  # an unreadable cache: the ADD itself says so, after its rollback
+    for entry in cached:
+        if entry.network_name == target.net.name and entry.ifname == rt.ifname:
+            raise UsageError(
+                f"{rt.netns} is already attached to network {target.net.name} as {rt.ifname} "
+                f"(container ID {rt.container_id}): `cnirun net del` it first, or use --ifname"
+            )
     json_out(target.cni.add_network_list(target.net, rt).to_json(), indent=4)
 
 

@@ -66,3 +66,33 @@ def test_a_holder_deleted_from_outside_is_taken_again_from_the_infra(rig: Harnes
     assert removed.returncode == 0, removed.explain()
     assert removed.stdout == f"{name}\n"
     rig.assert_clean([sandbox])  # the bridge's masquerade rules went with its DEL
+
+
+def test_net_add_twice_leaves_the_first_attachment_alone(rig: Harness) -> None:
+    net = rig.network()
+    netns = rig.netns()
+    first = rig.add(net.name, netns)
+    again = rig.net("add", net.name, netns)
+    assert again.returncode == 125, again.explain()
+    assert "already attached" in again.stderr and "cnirun net del" in again.stderr
+    # The first attachment is whole: its interface, address and cache entry.
+    shown = subprocess.run(
+        ["ip", "-n", netns, "-o", "-4", "addr", "show", "eth0"], capture_output=True, text=True
+    )
+    assert first["ips"][0]["address"] in shown.stdout, shown.stdout + shown.stderr
+    rig.quiet("del", net.name, netns)
+    rig.assert_clean()
+
+
+def test_net_del_after_ip_netns_del_finds_the_same_attachment(rig: Harness) -> None:
+    # No ipMasq: the bridge plugin needs the namespace to find which masquerade rules are its
+    # own, and with the namespace deleted by hand no runtime can give it back.
+    name, bridge = rig.netname(), rig.bridge()
+    rig.write(f"10-{name}.conflist", rig.simple_bridge(name, bridge, ipmasq=False))
+    netns = rig.netns()
+    rig.add(name, netns)  # a bare name: /run/netns/NAME
+    subprocess.run(["ip", "netns", "del", netns], check=True, capture_output=True)
+    # The name no longer exists, and still means /run/netns/NAME: the same container ID, so
+    # the cache entry and the address go (it was `$PWD/NAME`, and both leaked).
+    rig.quiet("del", name, netns)
+    rig.assert_clean()
