@@ -9,6 +9,7 @@ the rest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
@@ -30,10 +31,18 @@ def teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list[
     Holds the sandbox's lock: of two teardowns at once (`rm` twice, `rm` and `gc`), the
     second waits, then finds the record gone and has nothing to do.
     """
-    with store.lock(record.id) as recorded:
+    with contextlib.ExitStack() as stack:
+        try:
+            recorded = stack.enter_context(store.lock(record.id))
+        except CnirunError as e:  # a read-only or full state dir: tear down all the same
+            log.warning("%s; tearing down without it", e)
+            recorded = True
         if not recorded:
             return []
-        return _teardown(record, store, docker)
+        try:
+            return _teardown(record, store, docker)
+        except OSError as e:  # whatever the host refuses, the caller gets a line, not a trace
+            return [f"{e.strerror or e}: {e.filename}" if e.filename else str(e)]
 
 
 def recorded_attachments(record: SandboxRecord) -> tuple[list[Attachment], list[str]]:
@@ -109,7 +118,10 @@ def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list
         except CnirunError as e:
             failures.append(str(e))
     if not failures:
-        store.delete(record.id)
+        try:
+            store.delete(record.id)
+        except OSError as e:
+            failures.append(f"cannot remove the record {store.path(record.id)}: {e.strerror}")
     else:
         log.debug("keeping state %s for `cnirun gc`", store.path(record.id))
     return failures

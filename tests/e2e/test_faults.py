@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.e2e.harness import Harness, iptables_lines
+from tests.e2e.harness import Harness, iptables_lines, wait_for
 
 
 def test_a_failed_del_keeps_the_netns_so_the_retry_removes_everything(rig: Harness) -> None:
@@ -96,3 +96,28 @@ def test_net_del_after_ip_netns_del_finds_the_same_attachment(rig: Harness) -> N
     # the cache entry and the address go (it was `$PWD/NAME`, and both leaked).
     rig.quiet("del", name, netns)
     rig.assert_clean()
+
+
+def test_a_state_dir_made_read_only_mid_run_still_tears_down(rig: Harness) -> None:
+    """It used to tear nothing down at all, with a traceback from the early-teardown thread."""
+    rig.network()
+    state = rig.state_dir
+    state.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], check=True)
+    try:
+        proc = rig.start("--rm", *rig.label, "busybox", "sleep", "3")
+        wait_for(lambda: rig.containers(running=True), 30, "the workload to run")
+        subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
+        run = rig.finish(proc, timeout=90)
+        assert run.returncode == 125, run.explain()  # the record could not be removed
+        assert "Traceback" not in run.raw_stderr, run.explain()
+        assert "cnirun gc" in run.stderr, run.explain()
+        [sandbox] = rig.records()
+        assert not os.path.exists(f"/run/netns/cnirun-{sandbox}")  # all else went
+        assert rig.infra_containers() == []
+        subprocess.run(["mount", "-o", "remount,rw", str(state)], check=True)
+        gc = rig.run("gc")
+        assert gc.returncode == 0, gc.explain()
+        rig.assert_clean([sandbox])
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
