@@ -34,7 +34,7 @@ def test_a_failed_del_keeps_the_netns_so_the_retry_removes_everything(rig: Harne
     rig.assert_clean([sandbox])  # masquerade rules included
 
 
-def test_rm_of_a_failing_sandbox_prints_nothing_and_fails(rig: Harness) -> None:
+def test_stop_of_a_failing_sandbox_prints_nothing_and_fails(rig: Harness) -> None:
     cni_path = rig.fake_plugin()
     flag = rig.tmp / "del-fails"
     flag.touch()
@@ -44,12 +44,15 @@ def test_rm_of_a_failing_sandbox_prints_nothing_and_fails(rig: Harness) -> None:
     started = rig.run("-d", "--name", name, *rig.label, "busybox", "sleep", "300", env=env)
     assert started.returncode == 0, started.explain()
 
-    removed = rig.run("rm", "-f", name, env=env)
-    assert removed.returncode == 125, removed.explain()
-    assert removed.stdout == ""  # as docker: only what was really removed is printed
+    stopped = rig.run("stop", name, env=env)
+    assert stopped.returncode == 125, stopped.explain()
+    assert stopped.stdout == ""  # as docker: only what really went is printed
+    [sandbox] = rig.records()  # kept for the retry
     flag.unlink()
-    assert rig.run("gc", env=env).returncode == 0
-    rig.assert_clean(rig.records())
+    gc = rig.run("gc", env=env)
+    assert gc.returncode == 0, gc.explain()
+    subprocess.run(["docker", "rm", name], check=True, capture_output=True)  # `stop` keeps it
+    rig.assert_clean([sandbox])
 
 
 def test_a_holder_deleted_from_outside_is_taken_again_from_the_infra(rig: Harness) -> None:
