@@ -23,6 +23,7 @@ from cnirun.docker.runtime import LABEL_ROLE, LABEL_SANDBOX, LABEL_STATE_DIR, RO
 from cnirun.errors import CnirunError
 from cnirun.files import unlink_quietly
 from cnirun.host import netns
+from cnirun.sandbox import owners
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
 from cnirun.sandbox.registry import Sandbox, load_all
 from cnirun.sandbox.teardown import teardown
@@ -83,10 +84,12 @@ class _Selection:
         """In the order they must happen: sandboxes, then attachments without a record (DEL
         while their netns is still held), then infra containers, then holders."""
         items = [self._sandbox(s) for s in self.sandboxes if not s.live]
-        items += [self._broken(sandbox_id) for sandbox_id in self.broken]
+        # An unreadable record of a cnirun that still runs is that run's to finish.
+        mine = self.store.state_dir
+        items += [self._broken(i) for i in self.broken if not owners.not_mine(i, mine)]
         for entry in ResultCache(self.settings.cache_dir).attachments():
             cid = entry.container_id
-            if not cid.startswith(CNI_ID_PREFIX) or cid[len(CNI_ID_PREFIX) :] in self.skip:
+            if not cid.startswith(CNI_ID_PREFIX) or not self._leftover(cid[len(CNI_ID_PREFIX) :]):
                 continue
             if privnet.is_live(cid):
                 continue
@@ -94,16 +97,21 @@ class _Selection:
             items.append(Reclaim(what, functools.partial(self._del_attachment, entry)))
         for container in self.containers:
             labels = container.get("Labels") or {}
-            if labels.get(LABEL_ROLE) == ROLE_INFRA and labels.get(LABEL_SANDBOX) not in self.skip:
+            owner = labels.get(LABEL_SANDBOX, "")
+            if labels.get(LABEL_ROLE) == ROLE_INFRA and self._leftover(owner):
                 cid = container["Id"]
                 remove = functools.partial(self.docker.remove, cid)
                 items.append(Reclaim(f"infra container {cid[:12]}: removed", _attempting(remove)))
         for name in netns.list_held(CNI_ID_PREFIX):
-            if name[len(CNI_ID_PREFIX) :] in self.skip or privnet.is_live(name):
+            if not self._leftover(name[len(CNI_ID_PREFIX) :]) or privnet.is_live(name):
                 continue
             release = functools.partial(self._release, name)
             items.append(Reclaim(f"netns /run/netns/{name}: released", release))
         return items
+
+    def _leftover(self, sandbox_id: str) -> bool:
+        """Not a known sandbox's, nor one another state dir or a running cnirun still owns."""
+        return sandbox_id not in self.skip and not owners.not_mine(sandbox_id, self.store.state_dir)
 
     def _release(self, name: str) -> list[str]:
         path = netns.netns_path(name)
@@ -133,9 +141,13 @@ class _Selection:
         return Reclaim(f"sandbox {sandbox_id}: unreadable record removed", run)
 
     def _del_attachment(self, entry: CacheEntry) -> list[str]:
+        owner = owners.read(entry.container_id[len(CNI_ID_PREFIX) :])
+        cni = self.cni  # the plugins the sandbox was set up with, when that is known
+        if owner is not None and owner.plugin_dirs:
+            cni = CNIConfig(owner.plugin_dirs, self.settings.cache_dir, timeout=GC_TIMEOUT)
         try:
             net = list_from_bytes(entry.config, entry.path)
-            self.cni.del_network_list(net, entry.runtime_conf())
+            cni.del_network_list(net, entry.runtime_conf())
         except CnirunError as e:
             self.undeleted.add(entry.netns)
             return [f"attachment {entry.path}: {e}"]
@@ -173,4 +185,6 @@ def gc(docker: Docker, store: RecordStore, settings: Settings, dry_run: bool = F
         if not dry_run:
             report.failures += item.run()
     selection.cni_gc(report)
+    if not dry_run and not report.failures:
+        owners.forget_dead(store.state_dir)  # what they owned is gone now
     return report

@@ -34,7 +34,7 @@ from cnirun.dockerargs import RunArgs
 from cnirun.errors import CnirunError, ExitCode
 from cnirun.host import etcfiles, netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
-from cnirun.sandbox import registry
+from cnirun.sandbox import owners, registry
 from cnirun.sandbox.plan import Plan
 from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord
 from cnirun.sandbox.teardown import teardown
@@ -132,6 +132,7 @@ class Session:
         registry.reconcile(self.docker, self.store)  # cheap: only ended detached sandboxes
         self.started = True
         self._save()
+        owners.claim(record.id, self.store.state_dir, record.plugin_dirs)
         fault_point("record")
         # A signal now would race the create request: the engine may not know the name yet
         # when the remove comes. Hold signals until the ID is recorded, then stop.

@@ -20,6 +20,7 @@ from cnirun.cni.types import RuntimeConf
 from cnirun.docker.runtime import Docker
 from cnirun.errors import CnirunError
 from cnirun.host import netns
+from cnirun.sandbox import owners
 from cnirun.sandbox.records import RecordStore, SandboxRecord
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list
             store.delete(record.id)
         except OSError as e:
             failures.append(f"cannot remove the record {store.path(record.id)}: {e.strerror}")
+        else:
+            owners.release(record.id)
     else:
         log.debug("keeping state %s for `cnirun gc`", store.path(record.id))
     return failures

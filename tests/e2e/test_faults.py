@@ -124,3 +124,24 @@ def test_a_state_dir_made_read_only_mid_run_still_tears_down(rig: Harness) -> No
         rig.assert_clean([sandbox])
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def test_gc_of_another_state_dir_leaves_a_sandbox_in_teardown_alone(rig: Harness) -> None:
+    """Its infra already removed and a DEL still running, the sandbox has no container left to
+    show that it is alive: gc of another state dir released its netns and DELed it."""
+    cni_path = rig.fake_plugin()
+    rig.network(extra=[{"type": "fake", "fake": {"DEL": {"sleep": 4, "log_end": True}}}])
+    env = rig.env(CNI_PATH=cni_path)
+    proc = rig.start("--rm", *rig.label, "busybox", "true", env=env)
+    wait_for(lambda: any(c["cmd"] == "DEL" for c in rig.fake_calls()), 60, "the DEL")
+    wait_for(lambda: rig.infra_containers() == [], 30, "the infra to go")
+    [sandbox] = rig.records()
+
+    other = rig.env(CNI_PATH=cni_path, CNIRUN_STATE_DIR=str(rig.tmp / "other-state"))
+    gc = rig.run("gc", env=other)
+    assert gc.returncode == 0, gc.explain()
+    assert sandbox not in gc.stdout, gc.explain()
+
+    run = rig.finish(proc, timeout=60)
+    assert run.returncode == 0, run.explain()
+    rig.assert_clean([sandbox])  # the masquerade rules went with the owner's own DEL
