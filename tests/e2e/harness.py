@@ -70,6 +70,7 @@ SANDBOX_RE = re.compile(r"(?:cnirun-(?:infra-)?|io\.cnirun\.sandbox=)([0-9a-f]{3
 PRIVNET_RE = re.compile(r"cnirun-privnet-[0-9a-f]{16}")
 PRIVNET_PREFIX = "cnirun-privnet-"
 PRIVNET_LOCK_DIR = "/run/cnirun/privnet"
+OWNERS_DIR = "/run/cnirun/owners"
 # Every subnet a test uses comes from here: clear of the built-in default network's /16s
 # (10.70-10.77), `network create`'s pool (10.78.0.0/15), Docker's and podman's.
 SUBNET_POOL = ipaddress.IPv4Network("10.224.0.0/12")
@@ -935,6 +936,11 @@ class Harness:
             if (state / "sandboxes").is_dir():
                 leaks += [f"file {p} left behind" for p in sorted((state / "sandboxes").iterdir())]
         leaks += [f"infra container {c[:12]} left behind" for c in self.infra_containers()]
+        leaks += [
+            f"owner file {OWNERS_DIR}/{i}.json left behind"
+            for i in ids
+            if os.path.exists(f"{OWNERS_DIR}/{i}.json")
+        ]
         for name in self.netnames:
             ipam = Path(DEFAULT_IPAM_DIR) / name
             if ipam.is_dir():
@@ -1001,6 +1007,8 @@ class Harness:
                     holder.unlink()
             with contextlib.suppress(OSError):
                 os.unlink(f"{PRIVNET_LOCK_DIR}/{name}.lock")  # its session ended long ago
+            with contextlib.suppress(OSError):
+                os.unlink(f"{OWNERS_DIR}/{sid}.json")
         if self.held_names:
             from cnirun.host.netns import release_netns
 
