@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 from tests.e2e.harness import Harness, iptables_lines, wait_for
 
 
-def test_a_failed_del_keeps_the_netns_so_the_retry_removes_everything(rig: Harness) -> None:
+def failing_del(rig: Harness) -> tuple[dict[str, str], Path]:
+    """A network whose DEL fails while the returned file exists; and the env to use it."""
     cni_path = rig.fake_plugin()
     flag = rig.tmp / "del-fails"
     flag.touch()
     rig.network(extra=[{"type": "fake", "fake": {"DEL": {"fail_while": str(flag)}}}])
-    env = rig.env(CNI_PATH=cni_path)
+    return rig.env(CNI_PATH=cni_path), flag
+
+
+def test_a_failed_del_keeps_the_netns_so_the_retry_removes_everything(rig: Harness) -> None:
+    env, flag = failing_del(rig)
 
     run = rig.run("--rm", *rig.label, "busybox", "true", env=env, debug=True)
     # The workload's part went fine; cnirun's did not: exit 125, saying what to do.
@@ -35,11 +41,7 @@ def test_a_failed_del_keeps_the_netns_so_the_retry_removes_everything(rig: Harne
 
 
 def test_stop_of_a_failing_sandbox_prints_nothing_and_fails(rig: Harness) -> None:
-    cni_path = rig.fake_plugin()
-    flag = rig.tmp / "del-fails"
-    flag.touch()
-    rig.network(extra=[{"type": "fake", "fake": {"DEL": {"fail_while": str(flag)}}}])
-    env = rig.env(CNI_PATH=cni_path)
+    env, flag = failing_del(rig)
     name = rig.name()
     started = rig.run("-d", "--name", name, *rig.label, "busybox", "sleep", "300", env=env)
     assert started.returncode == 0, started.explain()

@@ -231,15 +231,20 @@ CASES: dict[str, Case] = {
 }
 
 
-def test_a_broken_file_of_another_network_is_only_a_warning(rig: Harness) -> None:
-    """One lookup rule for every command: an unrelated file that does not load is named in a
-    warning and never blocks a lookup by name (libcni's lookup would stop on it)."""
-    netns = rig.netns()
-    spy_log = rig.tmp / "spy.log"
+def install_spy(rig: Harness) -> tuple[Path, Path]:
+    """The spy plugin in the test's own plugin dir; returns (that dir, the spy's log)."""
     bindir = rig.tmp / "bin"
     bindir.mkdir()
     (bindir / "spy").write_text(SPY)
     (bindir / "spy").chmod(0o755)
+    return bindir, rig.tmp / "spy.log"
+
+
+def test_a_broken_file_of_another_network_is_only_a_warning(rig: Harness) -> None:
+    """One lookup rule for every command: an unrelated file that does not load is named in a
+    warning and never blocks a lookup by name (libcni's lookup would stop on it)."""
+    netns = rig.netns()
+    bindir, spy_log = install_spy(rig)
     rig.write("00-other.conflist", "{")
     rig.write("50-n.conflist", GOOD)
     env = rig.env(CNI_PATH=str(bindir), SPY_LOG=str(spy_log))
@@ -259,11 +264,7 @@ def test_a_broken_file_of_another_network_is_only_a_warning(rig: Harness) -> Non
 def test_bad_input(rig: Harness, name: str) -> None:
     case = CASES[name]
     netns = rig.netns()
-    spy_log = rig.tmp / "spy.log"
-    bindir = rig.tmp / "bin"
-    bindir.mkdir()
-    (bindir / "spy").write_text(SPY)
-    (bindir / "spy").chmod(0o755)
+    bindir, spy_log = install_spy(rig)
     (rig.tmp / "afile").write_text("a regular file, not a directory\n")
     values = {"dir": str(rig.netconf_dir), "tmp": str(rig.tmp), "ns": netns, "tag": rig.tag}
 
