@@ -18,13 +18,11 @@ import pytest
 from cnirun.cli import main
 from cnirun.cli import network as network_cli
 from cnirun.cni.api import CNIConfig
-from cnirun.cni.cache import ResultCache
-from cnirun.cni.types import Result, RuntimeConf
 from cnirun.docker.runtime import Docker
 from cnirun.host import links
 from cnirun.netconf import generate, manage
 from tests.unit.conftest import CniEnv
-from tests.unit.netconf.lab import Lab, in_process, lab_on, net
+from tests.unit.netconf.lab import Lab, attach, conflist, in_process, lab_on, net
 
 
 class CliLab(Lab):
@@ -53,17 +51,6 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def conflist(lab: Lab, name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((lab.netconf / f"{name}.conflist").read_text())
-    return data
-
-
-def attach(lab: Lab, network: str, cid: str, address: str, netns: str = "") -> None:
-    raw = (lab.netconf / f"{network}.conflist").read_bytes()
-    result = Result.decode({"ips": [{"address": address}]}, "1.0.0")
-    ResultCache(str(lab.cache)).write(network, raw, RuntimeConf(cid, netns, "eth0"), result)
 
 
 # -- create ---------------------------------------------------------------------------------

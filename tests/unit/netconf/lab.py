@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 
 from cnirun.cli.output import setup_logging
 from cnirun.cni.api import CNIConfig
+from cnirun.cni.cache import ResultCache
+from cnirun.cni.types import Result, RuntimeConf
 from cnirun.netconf import builtin, select, subnets
 from cnirun.netconf.select import Configs
 from cnirun.netconf.subnets import IPNetwork
@@ -142,3 +145,16 @@ def in_process(cni: Callable[..., CNIConfig]) -> Callable[..., CNIConfig]:
         return cni(*args, **kwargs)
 
     return build
+
+
+def conflist(lab: Lab, name: str) -> dict[str, Any]:
+    """The parsed `<name>.conflist` of the lab's config dir."""
+    data: dict[str, Any] = json.loads((lab.netconf / f"{name}.conflist").read_text())
+    return data
+
+
+def attach(lab: Lab, network: str, cid: str, address: str, netns: str = "") -> None:
+    """A cached attachment of `network` (as a successful ADD leaves one), without plugins."""
+    raw = (lab.netconf / f"{network}.conflist").read_bytes()
+    result = Result.decode({"ips": [{"address": address}]}, "1.0.0")
+    ResultCache(str(lab.cache)).write(network, raw, RuntimeConf(cid, netns, "eth0"), result)

@@ -8,7 +8,6 @@ print is tests/unit/cli/test_network.py's.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -18,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from cnirun.cni.cache import ResultCache
 from cnirun.cni.config import list_from_file
-from cnirun.cni.types import Result, RuntimeConf
 from cnirun.errors import ConfigError, NetworkNotFoundError, NoConfigsFoundError
 from cnirun.host import links
 from cnirun.netconf import builtin, generate, manage
@@ -28,7 +25,7 @@ from cnirun.netconf.generate import IPRange, NetworkSpec
 from cnirun.netconf.manage import CreateRequest
 from cnirun.netconf.select import Configs
 from tests.unit.conftest import CniEnv
-from tests.unit.netconf.lab import Lab, lab_on, net
+from tests.unit.netconf.lab import Lab, attach, conflist, lab_on, net
 
 DOCKER_SUBNETS = ["172.17.0.0/16"]
 
@@ -58,17 +55,6 @@ def lab(cni_env: CniEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
         monkeypatch.setattr(manage, "DEFAULT_IPAM_DIR", str(tmp_path / "ipam-default"))
         monkeypatch.setattr(links, "delete_idle_bridge", lab.deleted_bridges.append)
         yield lab
-
-
-def conflist(lab: Lab, name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((lab.netconf / f"{name}.conflist").read_text())
-    return data
-
-
-def attach(lab: Lab, network: str, cid: str, address: str, netns: str = "") -> None:
-    raw = (lab.netconf / f"{network}.conflist").read_bytes()
-    result = Result.decode({"ips": [{"address": address}]}, "1.0.0")
-    ResultCache(str(lab.cache)).write(network, raw, RuntimeConf(cid, netns, "eth0"), result)
 
 
 def usable(lab: Lab, name: str) -> set[str]:
