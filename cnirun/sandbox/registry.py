@@ -23,7 +23,7 @@ from cnirun.docker.runtime import (
 from cnirun.errors import CnirunError, UsageError
 from cnirun.host.etcfiles import ETC_FILES
 from cnirun.sandbox.records import RecordStore, SandboxRecord
-from cnirun.sandbox.teardown import teardown
+from cnirun.sandbox.teardown import forget, teardown
 from cnirun.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,11 @@ def remove(
             docker.stop(workload["Id"])
         if not stop_only:
             docker.remove(workload["Id"])
-    return teardown(sandbox.record, store, docker)
+    failures = teardown(sandbox.record, store, docker)
+    if failures and force and not stop_only:
+        forget(sandbox.record, store, failures)  # the way out of a DEL that keeps failing
+        return []
+    return failures
 
 
 def _detached_and_unowned(store: RecordStore, sandbox_id: str) -> bool:

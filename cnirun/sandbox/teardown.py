@@ -128,3 +128,36 @@ def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list
     else:
         log.debug("keeping state %s for `cnirun gc`", store.path(record.id))
     return failures
+
+
+def forget(record: SandboxRecord, store: RecordStore, failures: list[str]) -> None:
+    """Drop a sandbox whose teardown keeps failing (`rm -f`): its files, record and owner go.
+    Its netns holder and the CNI cache's attachments stay, so `cnirun gc` (or `cnirun net
+    del`) can still finish the DEL, with the namespace it needs. What may remain is said."""
+    for failure in failures:
+        log.warning("rm -f: %s", failure)
+    for attachment in record.attachments:
+        result = record.results.get(attachment.network) or {}
+        ips = [ip.get("address", "?") for ip in result.get("ips") or [] if isinstance(ip, dict)]
+        log.warning(
+            "rm -f: network %s (%s) may keep what its plugins set up for %s (addresses %s, "
+            "iptables rules naming it, netns %s): `cnirun gc` retries its DEL, or run "
+            "`cnirun net del %s %s --container-id %s --ifname %s`",
+            attachment.network,
+            attachment.ifname,
+            record.cni_container_id,
+            ", ".join(ips) or "none recorded",
+            record.netns_path or "-",
+            attachment.network,
+            record.netns_path or "-",
+            record.cni_container_id,
+            attachment.ifname,
+        )
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(CnirunError):  # under its lock, which then goes with it
+            stack.enter_context(store.lock(record.id))
+        with contextlib.suppress(CnirunError, OSError):
+            store.delete_files(record.id)
+        with contextlib.suppress(OSError):
+            store.delete(record.id)
+    owners.release(record.id)

@@ -147,3 +147,28 @@ def test_gc_of_another_state_dir_leaves_a_sandbox_in_teardown_alone(rig: Harness
     run = rig.finish(proc, timeout=60)
     assert run.returncode == 0, run.explain()
     rig.assert_clean([sandbox])  # the masquerade rules went with the owner's own DEL
+
+
+def test_rm_f_removes_a_sandbox_whose_del_keeps_failing_and_gc_finishes_it(rig: Harness) -> None:
+    """A DEL that keeps failing used to make `rm` and `rm -f` fail for ever."""
+    env, flag = failing_del(rig)
+    name = rig.name()
+    started = rig.run("-d", "--name", name, *rig.label, "busybox", "sleep", "300", env=env)
+    assert started.returncode == 0, started.explain()
+    [sandbox] = rig.records()
+    for _ in range(2):  # gc keeps trying, and keeps saying why
+        assert rig.run("gc", env=env).returncode == 0  # live: nothing to reclaim yet
+
+    removed = rig.run("rm", "-f", name, env=env)
+    assert removed.returncode == 0, removed.explain()
+    assert removed.stdout == f"{name}\n"
+    assert "may keep what its plugins set up" in removed.stderr, removed.explain()
+    assert "cnirun gc" in removed.stderr and "cnirun net del" in removed.stderr
+    assert rig.records() == [] and rig.containers() == []  # the sandbox and its name are free
+
+    failing = rig.run("gc", env=env)
+    assert failing.returncode == 125 and "kept: a DEL in it failed" in failing.stderr
+    flag.unlink()  # the fault goes away: gc finishes it, namespace and all
+    gc = rig.run("gc", env=env)
+    assert gc.returncode == 0, gc.explain()
+    rig.assert_clean([sandbox])
