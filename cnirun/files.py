@@ -15,8 +15,13 @@ import os
 from collections.abc import Iterator
 
 
-def write_atomic(path: str, data: bytes, mode: int, dir_mode: int | None = None) -> None:
+def write_atomic(
+    path: str, data: bytes, mode: int, dir_mode: int | None = None, sync: bool = True
+) -> None:
     """Replace `path` with `data`, file mode `mode`; create the parent (`dir_mode`) if asked.
+
+    `sync=False` skips the fsync: the file then survives the writer's death (the page cache
+    keeps it) but not the host's, which is enough for a note superseded a moment later.
 
     Raises:
         OSError: the directory or the file cannot be written (nothing is left behind).
@@ -32,7 +37,8 @@ def write_atomic(path: str, data: bytes, mode: int, dir_mode: int | None = None)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

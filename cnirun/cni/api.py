@@ -240,8 +240,20 @@ class CNIConfig:
                 result = result.convert(net.cni_version)
             prev = result
             partial.append(result)
+            if len(partial) < len(net.plugins):
+                self._note_progress(net, rt, result)
         assert prev is not None  # a list always has at least one plugin
         return prev
+
+    def _note_progress(self, net: NetworkConfigList, rt: RuntimeConf, result: Result) -> None:
+        """Cache the chain's result so far before the next plugin runs. If cnirun is killed
+        mid-chain, a later DEL then still tells every plugin what was set up (firewall can
+        only remove rules for addresses it is told); the final write replaces this one, and
+        a rollback's DEL removes it. libcni writes only at the end."""
+        try:
+            self.cache.write(net.name, net.bytes, rt, result, sync=False)
+        except CnirunError as e:
+            log.debug("cannot note the progress of %s's ADD: %s", net.name, e)
 
     def _del(
         self,

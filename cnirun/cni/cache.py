@@ -70,8 +70,11 @@ class ResultCache:
             raise CacheError(f"invalid cache file name {go_quote(name)}: contains / or NUL")
         return os.path.join(self.results_dir, name)
 
-    def write(self, network: str, config: bytes, rt: RuntimeConf, result: Result) -> str:
-        """Record a successful ADD atomically; return the file path.
+    def write(
+        self, network: str, config: bytes, rt: RuntimeConf, result: Result, sync: bool = True
+    ) -> str:
+        """Record a successful ADD atomically; return the file path. `sync=False` for the
+        provisional entry of a chain still running (see CNIConfig.add_network_list).
 
         Raises:
             CacheError: when the directory or file cannot be written.
@@ -95,7 +98,7 @@ class ResultCache:
             "utf-8", "surrogateescape"
         )
         try:
-            write_atomic(path, data, 0o600, dir_mode=0o700)
+            write_atomic(path, data, 0o600, dir_mode=0o700, sync=sync)
         except OSError as e:
             raise CacheError(f"{e.filename or path}: {e.strerror or e}") from None
         return path

@@ -10,6 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import Harness, iptables_lines, wait_for
 
 
@@ -172,3 +174,22 @@ def test_rm_f_removes_a_sandbox_whose_del_keeps_failing_and_gc_finishes_it(rig: 
     gc = rig.run("gc", env=env)
     assert gc.returncode == 0, gc.explain()
     rig.assert_clean([sandbox])
+
+
+@pytest.mark.parametrize("killed_after", ["portmap", "firewall", "tuning"])
+def test_kill_9_between_plugins_leaves_what_gc_can_undo(rig: Harness, killed_after: str) -> None:
+    """kill -9 in the middle of an ADD chain: the DEL gc runs must still tell every plugin what
+    was set up (the firewall plugin's rules leaked: its result was never cached)."""
+    cni_path = rig.fake_plugin()
+    chain = [{"type": "firewall"}, {"type": "tuning"}]
+    chain = chain[: ["portmap", "firewall", "tuning"].index(killed_after)]  # bridge, portmap first
+    chain.append({"type": "fake", "fake": {"ADD": {"kill_parent": True}}})
+    rig.network(portmap=True, extra=chain)
+    env = rig.env(CNI_PATH=cni_path)
+    run = rig.run("--rm", *rig.label, "-p", "127.0.0.1::80", "busybox", "true", env=env)
+    assert run.returncode == -9, run.explain()
+    [sandbox] = rig.records()
+    gc = rig.run("gc", env=env)
+    assert gc.returncode == 0, gc.explain()
+    assert f"reclaimed: sandbox {sandbox}" in gc.stdout, gc.explain()
+    rig.assert_clean([sandbox])  # the firewall's and portmap's rules (found by the subnet too)
