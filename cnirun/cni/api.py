@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -383,7 +384,7 @@ class CNIConfig:
                         f"cannot open lock {self.lock_path}: {e.strerror or e}"
                     ) from None
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    _take_lock(fd, self.lock_path)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -400,3 +401,26 @@ class CNIConfig:
                         self.exec.keep_fds = ()
                     os.close(self._lock_fd)  # closing releases the flock
                     self._lock_fd = None
+
+
+# How long a wait for the lock stays silent before cnirun says what it is waiting for.
+LOCK_NOTICE_SECONDS = 1.0
+
+
+def _take_lock(fd: int, path: str) -> None:
+    """flock `fd`, saying who holds it if that takes more than a moment; then leave our pid in
+    the file for the next waiter. A signal handler that raises interrupts the wait."""
+    deadline = time.monotonic() + LOCK_NOTICE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                log.info("waiting for the CNI lock %s, held by pid %s", path, holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                break
+            time.sleep(0.01)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
