@@ -117,7 +117,7 @@ class Session:
                 if early is not None and early.done:
                     failures = early.failures
                 else:
-                    failures = teardown(self.record, self.store, self.docker)
+                    failures = teardown(self.record, self.store, self.docker, owner=True)
             self.guard.restore(ignore=True)  # exiting now: a late signal must not change the code
         return Outcome(code, error, self.record.id, failures)
 
@@ -322,7 +322,7 @@ class _EarlyTeardown(threading.Thread):
             if not died or self._stopped:
                 return
         log.debug("the workload died: tearing down while its docker CLI finishes")
-        self.failures = teardown(self.record, self.store, self.docker)
+        self.failures = teardown(self.record, self.store, self.docker, owner=True)
         self.done = True
 
     def stop(self) -> None:

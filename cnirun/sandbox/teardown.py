@@ -26,11 +26,15 @@ from cnirun.sandbox.records import RecordStore, SandboxRecord
 log = logging.getLogger(__name__)
 
 
-def teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list[str]:
+def teardown(
+    record: SandboxRecord, store: RecordStore, docker: Docker, owner: bool = False
+) -> list[str]:
     """Undo everything the record says was set up; return what could not be undone.
 
     Holds the sandbox's lock: of two teardowns at once (`rm` twice, `rm` and `gc`), the
-    second waits, then finds the record gone and has nothing to do.
+    second waits, then finds the record gone and has nothing to do. The `owner` (the run
+    that set the sandbox up) also tears down what is still there when its record was
+    removed from outside: it has it all in memory.
     """
     with contextlib.ExitStack() as stack:
         try:
@@ -38,12 +42,27 @@ def teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list[
         except CnirunError as e:  # a read-only or full state dir: tear down all the same
             log.warning("%s; tearing down without it", e)
             recorded = True
-        if not recorded:
+        if not recorded and not (owner and _still_there(record, docker)):
             return []
+        if not recorded:
+            log.warning(
+                "the record of sandbox %s was removed from outside: tearing down from memory",
+                record.id[:12],
+            )
         try:
             return _teardown(record, store, docker)
         except OSError as e:  # whatever the host refuses, the caller gets a line, not a trace
             return [f"{e.strerror or e}: {e.filename}" if e.filename else str(e)]
+
+
+def _still_there(record: SandboxRecord, docker: Docker) -> bool:
+    """Whether anything of the sandbox's is left (nobody else tore it down)."""
+    if record.netns_path and netns.netns_exists(record.netns_path):
+        return True
+    try:
+        return bool(docker.containers(record.id))
+    except CnirunError:
+        return True  # cannot tell: a teardown of what is gone does no harm
 
 
 def recorded_attachments(record: SandboxRecord) -> tuple[list[Attachment], list[str]]:

@@ -193,3 +193,16 @@ def test_kill_9_between_plugins_leaves_what_gc_can_undo(rig: Harness, killed_aft
     assert gc.returncode == 0, gc.explain()
     assert f"reclaimed: sandbox {sandbox}" in gc.stdout, gc.explain()
     rig.assert_clean([sandbox])  # the firewall's and portmap's rules (found by the subnet too)
+
+
+def test_a_record_removed_mid_run_does_not_stop_the_teardown(rig: Harness) -> None:
+    """The run's teardown found no record and did nothing at all: everything leaked."""
+    rig.network()
+    proc = rig.start("--rm", *rig.label, "busybox", "sleep", "2")
+    wait_for(lambda: rig.containers(running=True), 30, "the workload to run")
+    [sandbox] = rig.records()
+    (rig.state_dir / "sandboxes" / f"{sandbox}.json").unlink()
+    run = rig.finish(proc, timeout=60)
+    assert run.returncode == 0, run.explain()
+    assert "removed from outside: tearing down from memory" in run.stderr, run.explain()
+    rig.assert_clean([sandbox])
