@@ -6,6 +6,7 @@ holder removed from outside is taken again from the infra container before any D
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -176,15 +177,22 @@ def test_rm_f_removes_a_sandbox_whose_del_keeps_failing_and_gc_finishes_it(rig: 
     rig.assert_clean([sandbox])
 
 
-@pytest.mark.parametrize("killed_after", ["portmap", "firewall", "tuning"])
-def test_kill_9_between_plugins_leaves_what_gc_can_undo(rig: Harness, killed_after: str) -> None:
-    """kill -9 in the middle of an ADD chain: the DEL gc runs must still tell every plugin what
-    was set up (the firewall plugin's rules leaked: its result was never cached)."""
+@pytest.mark.parametrize("killed_after", [1, 2, 3, 4])
+def test_kill_9_between_plugins_leaves_what_gc_can_undo(rig: Harness, killed_after: int) -> None:
+    """kill -9 after each plugin of bridge, portmap, firewall, tuning: the DEL gc runs must
+    still tell every plugin what was set up (the firewall plugin's rules leaked: nothing of
+    the chain was cached before its end)."""
     cni_path = rig.fake_plugin()
-    chain = [{"type": "firewall"}, {"type": "tuning"}]
-    chain = chain[: ["portmap", "firewall", "tuning"].index(killed_after)]  # bridge, portmap first
-    chain.append({"type": "fake", "fake": {"ADD": {"kill_parent": True}}})
-    rig.network(portmap=True, extra=chain)
+    net = rig.network()  # bridge + host-local, on the test's own subnet
+    chain = [
+        net_plugin(net.path),
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+        {"type": "firewall"},
+        {"type": "tuning"},
+    ]
+    chain.insert(killed_after, {"type": "fake", "fake": {"ADD": {"kill_parent": True}}})
+    conf = json.loads(net.path.read_text())
+    net.path.write_text(json.dumps({**conf, "plugins": chain}))
     env = rig.env(CNI_PATH=cni_path)
     run = rig.run("--rm", *rig.label, "-p", "127.0.0.1::80", "busybox", "true", env=env)
     assert run.returncode == -9, run.explain()
@@ -193,6 +201,11 @@ def test_kill_9_between_plugins_leaves_what_gc_can_undo(rig: Harness, killed_aft
     assert gc.returncode == 0, gc.explain()
     assert f"reclaimed: sandbox {sandbox}" in gc.stdout, gc.explain()
     rig.assert_clean([sandbox])  # the firewall's and portmap's rules (found by the subnet too)
+
+
+def net_plugin(path: Path) -> dict[str, object]:
+    plugin: dict[str, object] = json.loads(path.read_text())["plugins"][0]
+    return plugin
 
 
 def test_a_record_removed_mid_run_does_not_stop_the_teardown(rig: Harness) -> None:
