@@ -7,7 +7,6 @@ the equivalent flags; ADD prints the result JSON, DEL and CHECK print nothing on
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -17,7 +16,7 @@ import typer
 from cnirun.cli.app import command, register
 from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
 from cnirun.cli.output import json_out, say
-from cnirun.cni import validate
+from cnirun.cni import gojson, validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import RuntimeConf
@@ -105,7 +104,7 @@ def _runtime(
     caps: dict[str, Any] = {}
     if caps_text:
         try:
-            caps = json.loads(caps_text)
+            caps = gojson.loads(caps_text)
         except ValueError as e:
             raise UsageError(
                 f"capability args (--cap-args / CAP_ARGS) are not valid JSON: {e}"

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any, NamedTuple
 
+from cnirun.cni import gojson
 from cnirun.cni.types import JSONDict, Result, ResultError, RuntimeConf, go_json_error, go_quote
 from cnirun.errors import CacheError
 from cnirun.files import write_atomic
@@ -126,7 +127,7 @@ class ResultCache:
         """Parse a cniCacheV1 file; None (logged) for files that are not usable entries."""
         try:
             with open(path, "rb") as handle:
-                obj = json.loads(handle.read())
+                obj = gojson.loads(handle.read())
         except (OSError, ValueError) as e:
             log.debug("skipping cache file %s: %s", path, e)
             return None
@@ -169,7 +170,7 @@ class ResultCache:
 def parse_cached_result(data: bytes) -> Result:
     """The result in a cache file: a cniCacheV1 entry, or a legacy bare result."""
     try:
-        obj: Any = json.loads(data)
+        obj: Any = gojson.loads(data)
     except ValueError as e:
         raise ResultError(
             f"decoding version from network config: {go_json_error(data, e)}"

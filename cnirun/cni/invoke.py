@@ -8,7 +8,6 @@ into a CNIError the way libcni does.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from cnirun.cni import types
+from cnirun.cni import gojson, types
 from cnirun.cni.types import go_quote as go_quote  # re-exported: part of this module's API
 from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
 
@@ -127,7 +126,7 @@ def decode_failure(stdout: bytes, stderr: bytes, reason: str) -> CNIError:
 def _decode_error_object(stdout: bytes) -> tuple[int, str, str]:
     """Decode `{code, msg, details}` with the rules of Go's typed decode (unknown keys ignored)."""
     try:
-        obj = json.loads(stdout)
+        obj = gojson.loads(stdout)
     except ValueError as e:
         raise ValueError(types.go_json_error(stdout, e)) from None
     if obj is None:
