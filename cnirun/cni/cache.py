@@ -1,8 +1,9 @@
 """The result cache, in libcni's `cniCacheV1` format and layout.
 
 `<cache_dir>/results/<network>-<containerID>-<ifname>`: directory 0700, files 0600, written
-atomically. Files written here are read by libcni tools and the other way round; legacy files
-that hold only a bare result are read too.
+atomically (cnirun.files); only regular files of root's that only root can write are read,
+up to MAX_CACHE_BYTES. Files written here are read by libcni tools and the other way round;
+legacy files that hold only a bare result are read too.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any, NamedTuple
 from cnirun.cni import gojson
 from cnirun.cni.types import JSONDict, Result, ResultError, RuntimeConf, go_json_error, go_quote
 from cnirun.errors import CacheError
-from cnirun.files import write_atomic
+from cnirun.files import read_limited, write_atomic
 
 log = logging.getLogger(__name__)
 
 KIND = "cniCacheV1"
+# A result as large as the largest plugin output, plus the config and args around it.
+MAX_CACHE_BYTES = 32 << 20
 
 
 class CacheEntry(NamedTuple):
@@ -112,8 +115,7 @@ class ResultCache:
         """
         path = self.path(network, rt.container_id, rt.ifname)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            data = read_limited(path, MAX_CACHE_BYTES, trusted=True)
         except OSError as e:
             if not isinstance(e, FileNotFoundError):
                 log.debug("ignoring unreadable cache file %s: %s", path, e)
@@ -126,8 +128,7 @@ class ResultCache:
     def read_entry(self, path: str) -> CacheEntry | None:
         """Parse a cniCacheV1 file; None (logged) for files that are not usable entries."""
         try:
-            with open(path, "rb") as handle:
-                obj = gojson.loads(handle.read())
+            obj = gojson.loads(read_limited(path, MAX_CACHE_BYTES, trusted=True))
         except (OSError, ValueError) as e:
             log.debug("skipping cache file %s: %s", path, e)
             return None

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from cnirun.cni import invoke
 from cnirun.cni.invoke import Args, RawExec, decode_failure, find_in_path, go_quote
 from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
 from tests.unit.cni.conftest import assert_no_leftover_cache
@@ -535,3 +536,44 @@ def test_empty_directory_entries_never_mean_the_current_directory(
     assert cni.plugin_dirs == (str(cni_env.bin_a),)
     cni.add_network_list(cni_env.network(), cni_env.rt())
     assert cni_env.calls()[0]["env"]["CNI_PATH"] == str(cni_env.bin_a)
+
+
+# -- bounds (issue 13 item 7) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_plugin_flooding_a_stream_is_killed_and_fails_clearly(
+    cni_env: CniEnv, monkeypatch: pytest.MonkeyPatch, stream: str
+) -> None:
+    # 100 MB on stderr took 1.2 GB and 45-98 s under the host-wide lock, then a 100 MB error.
+    monkeypatch.setattr(invoke, "MAX_OUTPUT_BYTES", 1 << 20)
+    script = cni_env.bin_a / "flood"
+    redirect = ">&2" if stream == "stderr" else ""
+    script.write_text(f"#!/bin/sh\nexec yes {redirect}\n")
+    script.chmod(0o755)
+    net = cni_env.network([{"type": "flood"}])
+    started = time.monotonic()
+    with pytest.raises(CNIError) as exc:
+        cni_env.cni(timeout=30, real_exec=True).add_network_list(net, cni_env.rt())
+    assert time.monotonic() - started < 10
+    assert str(exc.value) == (
+        f'plugin type="flood" failed (add): netplugin flood wrote more than 1 MiB to {stream} '
+        "and was killed"
+    )
+
+
+def test_a_long_error_output_is_quoted_only_in_part() -> None:
+    err = invoke.decode_failure(b"", b"x" * 100_000, "exit status 1")
+    assert str(err) == f'netplugin failed: "{"x" * 300}"... (100000 bytes): exit status 1'
+    err = invoke.decode_failure(b"y" * 5000, b"", "exit status 1")
+    quoted = f'"{"y" * 300}"... (5000 bytes)'
+    assert f"error parsing its diagnostic message {quoted}: " in str(err)
+
+
+def test_large_stdin_and_output_within_the_cap_pass_through(cni_env: CniEnv) -> None:
+    script = cni_env.bin_a / "echo"
+    script.write_text("#!/bin/sh\nexec cat\n")  # both pipes full at once: no deadlock
+    script.chmod(0o755)
+    env = dict(os.environ, **Args("ADD").environ())
+    stdin = b"{" + b" " * 5_000_000 + b"}"
+    assert RawExec().exec_plugin(str(script), stdin, env, 30) == stdin
