@@ -21,7 +21,6 @@ from cnirun.cni.config import list_from_bytes
 from cnirun.cni.version import parse_version
 from cnirun.docker.runtime import LABEL_ROLE, LABEL_SANDBOX, LABEL_STATE_DIR, ROLE_INFRA, Docker
 from cnirun.errors import CnirunError
-from cnirun.files import unlink_quietly
 from cnirun.host import netns
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
 from cnirun.sandbox.registry import Sandbox, load_all
@@ -116,12 +115,8 @@ class _Selection:
         return Reclaim(f"sandbox {sandbox.record.id}: {sandbox.state}, tearing down", run)
 
     def _broken(self, sandbox_id: str) -> Reclaim:
-        def run() -> list[str]:
-            failures = _attempt(lambda: self.store.delete_files(sandbox_id))
-            unlink_quietly(self.store.path(sandbox_id))
-            return failures
-
-        return Reclaim(f"sandbox {sandbox_id}: unreadable record removed", run)
+        run = _attempting(functools.partial(self.store.discard, sandbox_id))
+        return Reclaim(f"sandbox {sandbox_id}: invalid record removed", run)
 
     def _del_attachment(self, entry: CacheEntry) -> list[str]:
         try:

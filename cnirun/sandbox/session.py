@@ -311,7 +311,11 @@ class _EarlyTeardown(threading.Thread):
             if not died or self._stopped:
                 return
         log.debug("the workload died: tearing down while its docker CLI finishes")
-        self.failures = teardown(self.record, self.store, self.docker)
+        try:
+            self.failures = teardown(self.record, self.store, self.docker)
+        except CnirunError as e:  # the teardown after the CLI exits tries again
+            log.debug("early teardown: %s", e)
+            return
         self.done = True
 
     def stop(self) -> None:
