@@ -35,14 +35,15 @@ class UnsafePathError(PermissionError):
         super().__init__(errno.EPERM, f"{path} {problem}: {fix}", path)
 
 
-def check_owned(st: os.stat_result, path: str) -> None:
-    """Refuse a file or directory not owned by the effective user, or writable by others.
+def check_owned(st: os.stat_result, path: str, *, or_root: bool = False) -> None:
+    """Refuse a file or directory not owned by the effective user (`or_root`: or by root),
+    or writable by group or others.
 
     Raises:
         UnsafePathError: naming the path and how to fix it.
     """
     euid = os.geteuid()
-    if st.st_uid != euid:
+    if st.st_uid != euid and not (or_root and st.st_uid == 0):
         raise UnsafePathError(
             path,
             f"is owned by uid {st.st_uid}, not {euid}",

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 from cnirun.cni import gojson, types
 from cnirun.cni.types import go_quote as go_quote  # re-exported: part of this module's API
 from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
+from cnirun.files import check_owned
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,11 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
     """Find a plugin binary in `paths`, first hit wins; never falls back to `$PATH`.
 
     A candidate counts if it is a regular file (symlinks followed); the exec bit is not
-    checked here, so a non-executable plugin fails when run, with the exec error.
+    checked here, so a non-executable plugin fails when run, with the exec error. The one
+    found must be safe to run as root (check_plugin_file).
 
     Raises:
-        PluginNotFoundError: with libcni's messages.
+        PluginNotFoundError: with libcni's messages, or the plugin is refused.
     """
     if plugin == "":
         raise PluginNotFoundError(types.ERR_UNKNOWN, "no plugin name provided")
@@ -54,6 +56,7 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
         candidate = os.path.join(directory, plugin)
         try:
             if os.path.isfile(candidate):
+                check_plugin_file(directory, candidate)
                 return candidate
         except OSError:
             continue
@@ -61,6 +64,22 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
     raise PluginNotFoundError(
         types.ERR_UNKNOWN, f"failed to find plugin {go_quote(plugin)} in path [{listed}]"
     )
+
+
+def check_plugin_file(directory: str, path: str) -> None:
+    """Refuse a plugin (binary, symlinks followed, or its directory) that anyone but root or
+    this user owns or that group or others can write: it would run with our rights.
+
+    Raises:
+        PluginNotFoundError: `refusing plugin <path>: ...`, with the fix.
+    """
+    try:
+        for checked in (directory, os.path.realpath(path)):
+            check_owned(os.stat(checked), checked, or_root=True)
+    except OSError as e:
+        raise PluginNotFoundError(
+            types.ERR_UNKNOWN, f"refusing plugin {path}: {e.strerror or e}"
+        ) from None
 
 
 class Args(NamedTuple):

@@ -577,3 +577,35 @@ def test_large_stdin_and_output_within_the_cap_pass_through(cni_env: CniEnv) -> 
     env = dict(os.environ, **Args("ADD").environ())
     stdin = b"{" + b" " * 5_000_000 + b"}"
     assert RawExec().exec_plugin(str(script), stdin, env, 30) == stdin
+
+
+# -- plugins others could replace (issue 13 item 4) ------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["binary", "directory", "symlink target"])
+def test_a_plugin_others_can_write_is_refused(cni_env: CniEnv, tmp_path: Path, what: str) -> None:
+    (cni_env.bin_a / "fake").unlink(missing_ok=True)  # the fixture's symlink to the fake
+    if what == "symlink target":
+        target = tmp_path / "elsewhere" / "fake"
+        target.parent.mkdir()
+        target.write_bytes(cni_env.plugin("tmp", copy=True).read_bytes())
+        target.chmod(0o777)
+        (cni_env.bin_a / "fake").symlink_to(target)
+        unsafe = cni_env.bin_a / "fake"
+        mode = "0777"
+        shown = target
+    else:
+        plugin = cni_env.plugin(copy=True)
+        unsafe = plugin if what == "binary" else cni_env.bin_a
+        unsafe.chmod(0o775 if what == "binary" else 0o757)
+        mode = "0775" if what == "binary" else "0757"
+        shown = unsafe
+    net = cni_env.network()
+    with pytest.raises(PluginNotFoundError) as exc:
+        cni_env.cni().add_network_list(net, cni_env.rt())
+    assert str(exc.value) == (
+        f'plugin type="fake" failed (add): refusing plugin {cni_env.bin_a / "fake"}: '
+        f"{shown} is writable by group or others (mode {mode}): `chmod go-w {shown}`"
+    )
+    assert cni_env.calls() == []  # nothing ran
+    assert unsafe.exists()
