@@ -1,6 +1,7 @@
 """`cnirun doctor`: check the host for what cnirun needs, one verdict (ok/warn/FAIL) per line.
 
-Docker, the plugins and their versions, the config dir, IP forwarding, the iptables FORWARD
+Docker, the plugins (versions, and whether others could replace them), the state and cache
+dirs (root's alone), the config dir, IP forwarding, the iptables FORWARD
 policy and what `cnirun gc` would reclaim. Read-only: it never changes anything. It judges
 with the rules the commands use (the one config scan, the one Docker endpoint, gc's own
 selection), so it cannot disagree with them.
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from cnirun.cni import validate
+from cnirun.cni import invoke, validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.errors import CNIError, CnirunError, ConfigError, ExitCode
+from cnirun.files import check_owned
 from cnirun.netconf import select
 from cnirun.settings import Settings
 
@@ -63,6 +66,7 @@ class Doctor:
             self.check_user,
             self.check_docker,
             self.check_plugins,
+            self.check_state_dirs,
             self.check_configs,
             self.check_ip_forward,
             self.check_forward_policy,
@@ -136,6 +140,12 @@ class Doctor:
         self.add(OK, "plugin dirs", f"{len(found)} plugins in {':'.join(present)}")
         for name, path in found.items():
             try:
+                invoke.check_plugin_file(os.path.dirname(path), path)  # as every run does
+            except CnirunError as e:
+                self.version_errors[name] = _one_line(e)
+                self.add(FAIL, f"plugin {name}", _one_line(e))
+                continue
+            try:
                 supported = self.cni.version_info(name).supported_versions
             except CnirunError as e:
                 self.version_errors[name] = _one_line(e)
@@ -143,6 +153,27 @@ class Doctor:
                 continue
             self.versions[name] = supported
             self.add(OK, f"plugin {name}", f"{', '.join(supported)} ({path})")
+
+    def check_state_dirs(self) -> None:
+        """The state and cache dirs: root's alone, or cnirun refuses them (cnirun.files)."""
+        for subject, directory in (
+            ("state dir", self.settings.state_dir),
+            ("cache dir", self.settings.cache_dir),
+        ):
+            try:
+                st = os.stat(directory)
+            except FileNotFoundError:
+                self.add(OK, subject, f"{directory} (created 0700 on first use)")
+                continue
+            except OSError as e:
+                self.add(FAIL, subject, f"{directory}: {e.strerror or e}")
+                continue
+            try:
+                check_owned(st, directory)
+            except OSError as e:
+                self.add(FAIL, subject, _one_line(e.strerror or e))
+                continue
+            self.add(OK, subject, f"{directory} (mode {stat.S_IMODE(st.st_mode):04o})")
 
     def check_configs(self) -> None:
         directory = self.settings.netconf_dir
