@@ -62,8 +62,13 @@ class _Selection:
 
     def __init__(self, docker: Docker, store: RecordStore, settings: Settings) -> None:
         self.docker, self.store, self.settings = docker, store, settings
-        self.sandboxes, self.broken = load_all(docker, store)
+        # What exists first, then the records: a run records a sandbox before creating any of
+        # its containers, netns holders or attachments, so whatever is listed here and
+        # belongs to a live run has its record read below (the other order races a new run).
         self.containers = docker.containers()
+        self.held = netns.list_held(CNI_ID_PREFIX)
+        self.cached = ResultCache(settings.cache_dir).attachments()
+        self.sandboxes, self.broken = load_all(docker, store)
         mine = store.state_dir
         # Sandboxes of another state dir (another cnirun installation) are not ours to judge.
         foreign = {
@@ -86,12 +91,12 @@ class _Selection:
                 cid = container["Id"]
                 remove = functools.partial(self.docker.remove, cid)
                 items.append(Reclaim(f"infra container {cid[:12]}: removed", _attempting(remove)))
-        for name in netns.list_held(CNI_ID_PREFIX):
+        for name in self.held:
             if name[len(CNI_ID_PREFIX) :] in self.skip or privnet.is_live(name):
                 continue
             release = functools.partial(netns.release_netns, name)
             items.append(Reclaim(f"netns /run/netns/{name}: released", _attempting(release)))
-        for entry in ResultCache(self.settings.cache_dir).attachments():
+        for entry in self.cached:
             cid = entry.container_id
             if not cid.startswith(CNI_ID_PREFIX) or cid[len(CNI_ID_PREFIX) :] in self.skip:
                 continue
