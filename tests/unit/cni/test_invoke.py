@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -609,3 +610,26 @@ def test_a_plugin_others_can_write_is_refused(cni_env: CniEnv, tmp_path: Path, w
     )
     assert cni_env.calls() == []  # nothing ran
     assert unsafe.exists()
+
+
+def test_a_100_mb_plugin_output_keeps_memory_bounded(tmp_path: Path) -> None:
+    # Issue 13 item 7: 100 MB of stderr took 1.2 GB of RSS; the bound is the 16 MiB cap.
+    script = tmp_path / "flood"
+    script.write_text("#!/bin/sh\nhead -c 100000000 /dev/zero | tr '\\0' x >&2\nexit 1\n")
+    script.chmod(0o755)
+    probe = (
+        "import os, resource, sys\n"
+        "from cnirun.cni.invoke import Args, RawExec\n"
+        "from cnirun.errors import CNIError\n"
+        "env = dict(os.environ, **Args('ADD').environ())\n"
+        "try:\n"
+        "    RawExec().exec_plugin(sys.argv[1], b'{}', env, 60)\n"
+        "except CNIError as e:\n"
+        "    print(len(str(e)), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(script)], capture_output=True, text=True, timeout=60
+    )
+    length, peak_kib = map(int, done.stdout.split())
+    assert length < 200
+    assert peak_kib < 200 * 1024
