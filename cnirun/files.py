@@ -162,8 +162,9 @@ def check_written(path: str) -> None:
     check_owned(st, path)
 
 
-def open_lock(path: str, dir_mode: int = 0o700) -> int:
-    """Open (creating if needed) the lock file `path` and return its descriptor, unlocked.
+def open_lock(path: str, dir_mode: int = 0o700, mode: int = 0o600) -> int:
+    """Open (creating if needed, with `mode`) the lock file `path`; return its descriptor,
+    unlocked.
     Its directory must be trusted; the lock must be a regular file of the effective user.
 
     Raises:
@@ -173,7 +174,7 @@ def open_lock(path: str, dir_mode: int = 0o700) -> int:
         fd = os.open(
             os.path.basename(path),
             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
-            0o600,
+            mode,
             dir_fd=dir_fd,
         )
     try:
