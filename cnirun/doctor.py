@@ -70,6 +70,7 @@ class Doctor:
             self.check_configs,
             self.check_ip_forward,
             self.check_forward_policy,
+            self.check_localhost_guard,
             self.check_stale,
         )
         for step in steps:
@@ -306,6 +307,30 @@ class Doctor:
                 "iptables FORWARD",
                 "policy DROP (Docker sets it); bridge/ptp networks here have the firewall plugin",
             )
+
+    def check_localhost_guard(self) -> None:
+        """The filter rule cnirun installs before a portmap chain (cnirun.host.localnet)."""
+        from cnirun.host import localnet
+
+        try:
+            present = localnet.present()
+        except CnirunError as e:
+            self.add(WARN, "localhost guard", _one_line(e))
+            return
+        if present:
+            self.add(OK, "localhost guard", "in place (non-DNAT packets to 127.0.0.0/8 dropped)")
+            return
+        users = [f'"{n.name}"' for n in self.networks if localnet.needed(p.type for p in n.plugins)]
+        if users:
+            self.add(
+                WARN,
+                "localhost guard",
+                "missing: containers on " + ", ".join(users) + " could reach the host's "
+                "127.0.0.1-only services once portmap sets route_localnet; the next run "
+                "with portmap installs it",
+            )
+        else:
+            self.add(OK, "localhost guard", "not installed (no network here uses portmap)")
 
     def check_stale(self) -> None:
         """What `cnirun gc` would reclaim: gc's own selection, so the two always agree."""

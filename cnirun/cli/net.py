@@ -21,6 +21,7 @@ from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import UsageError
+from cnirun.host import localnet
 from cnirun.netconf.select import Configs
 from cnirun.settings import DEFAULT_CNI_TIMEOUT, Settings
 
@@ -159,6 +160,8 @@ def _on_netns(
 
 
 def _add(target: Target, rt: RuntimeConf) -> None:
+    if localnet.needed(p.type for p in target.net.plugins):
+        localnet.ensure()
     json_out(target.cni.add_network_list(target.net, rt).to_json(), indent=4)
 
 
