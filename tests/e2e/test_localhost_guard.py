@@ -19,6 +19,17 @@ from tests.e2e.harness import Harness, free_port
 pytestmark = pytest.mark.e2e
 
 
+def passed(tag: str) -> int:
+    """Packets counted by this test's probe rule in the security table."""
+    listing = subprocess.run(
+        ["iptables", "-w", "-t", "security", "-L", "INPUT", "-v", "-n", "-x"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(int(line.split()[0]) for line in listing.splitlines() if f"cnirun-e2e-{tag}" in line)
+
+
 def test_a_container_cannot_reach_the_hosts_localhost_only_services(rig: Harness) -> None:
     had_guard = localnet.present()
     net = rig.network(portmap=True)
@@ -39,6 +50,11 @@ def test_a_container_cannot_reach_the_hosts_localhost_only_services(rig: Harness
 
     waiter = threading.Thread(target=accept, daemon=True)
     waiter.start()
+    # The security table's INPUT comes after the filter table's: this counts what got past
+    # the guard (the handshake need not complete for the hole to be there).
+    probe = ["INPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", str(port),
+             "-m", "comment", "--comment", f"cnirun-e2e-{rig.tag}"]  # fmt: skip
+    subprocess.run(["iptables", "-w", "-t", "security", "-I", *probe], check=True)
     # The container makes 127.0.0.1 leave through eth0 (it needs NET_ADMIN and a writable
     # /proc/sys for that); `-p` makes portmap set route_localnet on the bridge.
     script = (
@@ -57,14 +73,16 @@ def test_a_container_cannot_reach_the_hosts_localhost_only_services(rig: Harness
         assert res.returncode in (0, 1), res.explain()
         bridge_flag = Path(f"/proc/sys/net/ipv4/conf/{net.bridge}/route_localnet").read_text()
         assert bridge_flag.strip() == "1"  # the precondition of the attack held
-        assert localnet.present()
+        assert passed(rig.tag) == 0, "packets to the host's 127.0.0.1 got past the guard"
         assert "REACHED" not in res.stdout and reached == [], res.explain()
+        assert localnet.present()
         doctor = rig.run("doctor")
         assert any(
             line.startswith("ok") and "localhost guard: in place" in line
             for line in doctor.stdout.splitlines()
         ), doctor.stdout
     finally:
+        subprocess.run(["iptables", "-w", "-t", "security", "-D", *probe], capture_output=True)
         server.close()
         waiter.join(timeout=5)
         if not had_guard:
