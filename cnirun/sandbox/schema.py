@@ -96,25 +96,25 @@ def _attachment(value: Any, field: str) -> dict[str, Any]:
     expected = {"network", "ifname", "config_b64", "source", "cni_args", "capability_args"}
     if set(raw) != expected:
         raise _fail(field, f"needs exactly the keys {', '.join(sorted(expected))}")
-    try:
-        base64.b64decode(_text_any(raw["config_b64"], f"{field}.config_b64"), validate=True)
-    except binascii.Error:
-        raise _fail(f"{field}.config_b64", "not base64") from None
     args = _items(raw["cni_args"], f"{field}.cni_args")
     return {
         "network": _cni(validate.network_name, raw["network"], f"{field}.network"),
         "ifname": _cni(validate.interface_name, raw["ifname"], f"{field}.ifname"),
-        "config_b64": raw["config_b64"],
+        "config_b64": _base64(raw["config_b64"], f"{field}.config_b64"),
         "source": _text(raw["source"], f"{field}.source"),
         "cni_args": [_pair(p, f"{field}.cni_args[{i}]") for i, p in enumerate(args)],
         "capability_args": _object(raw["capability_args"], f"{field}.capability_args"),
     }
 
 
-def _text_any(value: Any, field: str) -> str:
-    # config_b64 holds a whole network list: longer than other text, bounded by the file.
+def _base64(value: Any, field: str) -> str:
+    # A whole network list: longer than other text (MAX_TEXT), bounded by the record's size.
     if not isinstance(value, str):
         raise _fail(field, "not a string")
+    try:
+        base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise _fail(field, "not base64") from None
     return value
 
 
