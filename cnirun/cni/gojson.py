@@ -98,8 +98,9 @@ def _int(text: str) -> int:
     return value
 
 
-# A string literal, or an escaped backslash, or a UTF-16 escape that may be half a pair.
+# A string literal (its brackets are no nesting).
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# An escaped backslash, or a UTF-16 escape that may be half a pair.
 _SURROGATE = re.compile(
     r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|"
     r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
@@ -131,7 +132,8 @@ def loads(data: bytes | str) -> Any:
     Raises:
         JSONError: for anything Go would not decode, and for nesting beyond MAX_DEPTH.
     """
-    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    # A str may hold surrogates (undecodable argv bytes): they become invalid UTF-8, so U+FFFD.
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     text = raw.decode("utf-8", "replace")
     try:
         _check_depth(raw)

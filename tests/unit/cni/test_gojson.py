@@ -129,3 +129,8 @@ def test_a_nested_cache_file_is_skipped(cni_env: CniEnv, tmp_path: Path) -> None
     results.mkdir(parents=True)
     (results / "net-cnirun-x-eth0").write_bytes(b'{"kind":"cniCacheV1","result":' + DEEP + b"}")
     assert ResultCache(str(cni_env.cache)).attachments() == []
+
+
+def test_text_with_surrogates_decodes_as_in_go() -> None:
+    # A str argument (CAP_ARGS from argv) may carry surrogates: never an encoding traceback.
+    assert gojson.loads('"a\udcffb\ud800"') == "a\ufffd\ufffd\ufffdb\ufffd\ufffd\ufffd"
