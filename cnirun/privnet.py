@@ -108,7 +108,7 @@ def is_live(name: str) -> bool:
 
 def _take_lock(name: str) -> int:
     try:
-        fd = open_lock(lock_path(name), dir_mode=0o755, mode=0o644)  # doctor reads it
+        fd = open_lock(lock_path(name))  # 0700 dirs, 0600 file: cnirun.files
     except OSError as e:
         raise NetnsError(f"cannot create {lock_path(name)}: {e.strerror or e}") from None
     fcntl.flock(fd, fcntl.LOCK_EX)

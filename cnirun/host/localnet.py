@@ -73,7 +73,7 @@ def ensure() -> None:
     if present():
         return
     try:
-        with locked(LOCK, dir_mode=0o755):
+        with locked(LOCK):
             if present():
                 return
             done = _iptables("-I", *RULE[:1], "1", *RULE[1:])
