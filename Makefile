@@ -5,7 +5,7 @@ PYTHON ?= python3
 PYTEST_FLAGS ?=
 PYTEST = $(PYTHON) -m pytest -p randomly $(PYTEST_FLAGS)
 
-.PHONY: setup test unit e2e lint bench
+.PHONY: setup test unit e2e lint bench fuzz
 
 # Host packages, dockerd, the offline busybox image and an editable install of cnirun[dev].
 setup:
@@ -20,6 +20,11 @@ unit:
 
 e2e:
 	$(PYTEST) tests/e2e
+
+# The property tests of tests/unit/test_fuzz.py with many more examples than `unit` runs.
+FUZZ_EXAMPLES ?= 2000
+fuzz:
+	CNIRUN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) tests/unit/test_fuzz.py
 
 lint:
 	$(PYTHON) -m ruff check cnirun tests scripts

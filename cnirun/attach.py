@@ -1,9 +1,11 @@
 """Attaching a namespace to its networks and detaching it again: the ADD loop and the reverse
 DEL, shared by the sandbox session (`run`) and `priv-net-run`.
 
-Each attachment is handed to `before_add` (the session records it on disk) before its ADD
-starts, so an ADD cut short by a crash or a second signal is still DELeted later. A first
-signal during an ADD lets it finish; the loop then stops (see cnirun.host.signals).
+Before a chain with portmap is attached, the host gets its localhost guard
+(cnirun.host.localnet). Each attachment is handed to `before_add` (the session records it on
+disk) before its ADD starts, so an ADD cut short by a crash or a second signal is still
+DELeted later. A first signal during an ADD lets it finish; the loop then stops (see
+cnirun.host.signals).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import Result, RuntimeConf
 from cnirun.errors import CnirunError
+from cnirun.host import localnet
 from cnirun.host.signals import Mode, SignalGuard
 from cnirun.testhooks import fault_point
 
@@ -39,6 +42,8 @@ def add_all(
         CnirunError: an ADD failed (the core has already DELeted that network), naming it.
         Interrupted: a signal arrived; the attachments handed to `before_add` need a DEL.
     """
+    if localnet.needed(p.type for a in attachments for p in a.net.plugins):
+        localnet.ensure()  # before portmap can set route_localnet on a bridge
     results: list[Result] = []
     for attachment in attachments:
         before_add(attachment)

@@ -1,6 +1,7 @@
 """`cnirun doctor`: check the host for what cnirun needs, one verdict (ok/warn/FAIL) per line.
 
-Docker, the plugins and their versions, the config dir, IP forwarding, the iptables FORWARD
+Docker, the plugins (versions, and whether others could replace them), the state and cache
+dirs (root's alone), the config dir, IP forwarding, the iptables FORWARD
 policy and what `cnirun gc` would reclaim. Read-only: it never changes anything. It judges
 with the rules the commands use (the one config scan, the one Docker endpoint, gc's own
 selection), so it cannot disagree with them.
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from cnirun.cni import validate
+from cnirun.cni import invoke, validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.errors import CNIError, CnirunError, ConfigError, ExitCode
+from cnirun.files import check_owned
 from cnirun.netconf import select
 from cnirun.settings import Settings
 
@@ -63,9 +66,11 @@ class Doctor:
             self.check_user,
             self.check_docker,
             self.check_plugins,
+            self.check_state_dirs,
             self.check_configs,
             self.check_ip_forward,
             self.check_forward_policy,
+            self.check_localhost_guard,
             self.check_stale,
         )
         for step in steps:
@@ -136,6 +141,12 @@ class Doctor:
         self.add(OK, "plugin dirs", f"{len(found)} plugins in {':'.join(present)}")
         for name, path in found.items():
             try:
+                invoke.check_plugin_file(os.path.dirname(path), path)  # as every run does
+            except CnirunError as e:
+                self.version_errors[name] = _one_line(e)
+                self.add(FAIL, f"plugin {name}", _one_line(e))
+                continue
+            try:
                 supported = self.cni.version_info(name).supported_versions
             except CnirunError as e:
                 self.version_errors[name] = _one_line(e)
@@ -143,6 +154,27 @@ class Doctor:
                 continue
             self.versions[name] = supported
             self.add(OK, f"plugin {name}", f"{', '.join(supported)} ({path})")
+
+    def check_state_dirs(self) -> None:
+        """The state and cache dirs: root's alone, or cnirun refuses them (cnirun.files)."""
+        for subject, directory in (
+            ("state dir", self.settings.state_dir),
+            ("cache dir", self.settings.cache_dir),
+        ):
+            try:
+                st = os.stat(directory)
+            except FileNotFoundError:
+                self.add(OK, subject, f"{directory} (created 0700 on first use)")
+                continue
+            except OSError as e:
+                self.add(FAIL, subject, f"{directory}: {e.strerror or e}")
+                continue
+            try:
+                check_owned(st, directory)
+            except OSError as e:
+                self.add(FAIL, subject, _one_line(e.strerror or e))
+                continue
+            self.add(OK, subject, f"{directory} (mode {stat.S_IMODE(st.st_mode):04o})")
 
     def check_configs(self) -> None:
         directory = self.settings.netconf_dir
@@ -275,6 +307,30 @@ class Doctor:
                 "iptables FORWARD",
                 "policy DROP (Docker sets it); bridge/ptp networks here have the firewall plugin",
             )
+
+    def check_localhost_guard(self) -> None:
+        """The filter rule cnirun installs before a portmap chain (cnirun.host.localnet)."""
+        from cnirun.host import localnet
+
+        try:
+            present = localnet.present()
+        except CnirunError as e:
+            self.add(WARN, "localhost guard", _one_line(e))
+            return
+        if present:
+            self.add(OK, "localhost guard", "in place (non-DNAT packets to 127.0.0.0/8 dropped)")
+            return
+        users = [f'"{n.name}"' for n in self.networks if localnet.needed(p.type for p in n.plugins)]
+        if users:
+            self.add(
+                WARN,
+                "localhost guard",
+                "missing: containers on " + ", ".join(users) + " could reach the host's "
+                "127.0.0.1-only services once portmap sets route_localnet; the next run "
+                "with portmap installs it",
+            )
+        else:
+            self.add(OK, "localhost guard", "not installed (no network here uses portmap)")
 
     def check_stale(self) -> None:
         """What `cnirun gc` would reclaim: gc's own selection, so the two always agree."""

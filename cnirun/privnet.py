@@ -20,6 +20,7 @@ from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import CnirunError, ExitCode, MultiError, NetnsError, UsageError
+from cnirun.files import open_lock
 from cnirun.host import netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
 from cnirun.netconf.select import Configs
@@ -107,8 +108,7 @@ def is_live(name: str) -> bool:
 
 def _take_lock(name: str) -> int:
     try:
-        os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
-        fd = os.open(lock_path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        fd = open_lock(lock_path(name))  # 0700 dirs, 0600 file: cnirun.files
     except OSError as e:
         raise NetnsError(f"cannot create {lock_path(name)}: {e.strerror or e}") from None
     fcntl.flock(fd, fcntl.LOCK_EX)

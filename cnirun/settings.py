@@ -106,8 +106,11 @@ class Settings:
             environ=env,
             netconf_dir=netconf_dir or env.get("NETCONFPATH") or DEFAULT_NETCONF_DIR,
             plugin_dirs=plugin_dir_list(cni_path or env.get("CNI_PATH", "")) or DEFAULT_PLUGIN_DIRS,
-            cache_dir=cache_dir or env.get("CNIRUN_CACHE_DIR") or DEFAULT_CACHE_DIR,
-            state_dir=env.get("CNIRUN_STATE_DIR") or DEFAULT_STATE_DIR,
+            # Absolute, as the plugin dirs: sandbox records keep them beyond this cwd.
+            cache_dir=os.path.abspath(
+                cache_dir or env.get("CNIRUN_CACHE_DIR") or DEFAULT_CACHE_DIR
+            ),
+            state_dir=os.path.abspath(env.get("CNIRUN_STATE_DIR") or DEFAULT_STATE_DIR),
             debug=debug or _flag(env.get("CNIRUN_DEBUG")),
             stop_timeout=seconds(stop, "CNIRUN_STOP_TIMEOUT") if stop else DEFAULT_STOP_TIMEOUT,
             cni_timeout=timeout,

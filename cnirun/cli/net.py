@@ -7,7 +7,6 @@ the equivalent flags; ADD prints the result JSON, DEL and CHECK print nothing on
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -17,11 +16,12 @@ import typer
 from cnirun.cli.app import command, register
 from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
 from cnirun.cli.output import json_out, say
-from cnirun.cni import validate
+from cnirun.cni import gojson, validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import CacheError, UsageError
+from cnirun.host import localnet
 from cnirun.host.netns import NETNS_DIR
 from cnirun.netconf.select import Configs
 from cnirun.settings import DEFAULT_CNI_TIMEOUT, Settings
@@ -107,7 +107,7 @@ def _runtime(
     caps: dict[str, Any] = {}
     if caps_text:
         try:
-            caps = json.loads(caps_text)
+            caps = gojson.loads(caps_text)
         except ValueError as e:
             raise UsageError(
                 f"capability args (--cap-args / CAP_ARGS) are not valid JSON: {e}"
@@ -178,6 +178,8 @@ def _add(target: Target, rt: RuntimeConf) -> None:
                 f"{rt.netns} is already attached to network {target.net.name} as {rt.ifname} "
                 f"(container ID {rt.container_id}): `cnirun net del` it first, or use --ifname"
             )
+    if localnet.needed(p.type for p in target.net.plugins):
+        localnet.ensure()
     json_out(target.cni.add_network_list(target.net, rt).to_json(), indent=4)
 
 

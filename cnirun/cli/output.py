@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from cnirun.errors import CnirunError
+from cnirun.errors import CnirunError, MultiError
 
 # ERROR records are --debug's tracebacks; errors themselves are printed by `report`.
 _PREFIX = {logging.DEBUG: "DEBUG: ", logging.INFO: "", logging.WARNING: "warning: "}
@@ -59,13 +59,27 @@ def report(error: BaseException) -> None:
     logger = logging.getLogger("cnirun")
     if logger.isEnabledFor(logging.DEBUG):
         logger.error("traceback", exc_info=error)
-    message = str(error).strip() or type(error).__name__
+    message = _printable(error).strip() or type(error).__name__
     label = getattr(error, "label", "error")
     print(
         f"cnirun: {label}: {message}" if label else f"cnirun: {message}",
         file=sys.stderr,
         flush=True,
     )
+
+
+def _escaped(text: str) -> str:
+    """`text` with control characters (a newline in a network name...) shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _printable(error: BaseException) -> str:
+    """An error's text on one line (a MultiError: one line per error)."""
+    if isinstance(error, MultiError) and str(error) == "\n".join(map(str, error.errors)):
+        return "\n".join(_escaped(str(e)) for e in error.errors)
+    return _escaped(str(error))
 
 
 def warn(message: str) -> None:

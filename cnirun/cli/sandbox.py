@@ -9,7 +9,7 @@ import typer
 
 from cnirun.cli.common import FORMAT, check_format, command_settings
 from cnirun.cli.output import json_out, say, table
-from cnirun.errors import MultiError
+from cnirun.errors import MultiError, UsageError
 from cnirun.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,7 +93,13 @@ def _remove(refs: list[str], force: bool, stop_only: bool) -> None:
     docker, store = _sandboxes()
     failures: list[str] = []
     for ref in refs:
-        sandbox = registry.find(docker, store, ref)
+        try:
+            sandbox = registry.find(docker, store, ref)
+        except UsageError:
+            if force and not stop_only and registry.discard_invalid(docker, store, ref):
+                say(ref)
+                continue
+            raise
         left = registry.remove(docker, store, sandbox, force=force, stop_only=stop_only)
         if not left:
             say(ref)  # as docker does: only what was really removed

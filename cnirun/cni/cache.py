@@ -1,8 +1,9 @@
 """The result cache, in libcni's `cniCacheV1` format and layout.
 
 `<cache_dir>/results/<network>-<containerID>-<ifname>`: directory 0700, files 0600, written
-atomically. Files written here are read by libcni tools and the other way round; legacy files
-that hold only a bare result are read too.
+atomically (cnirun.files); only regular files of root's that only root can write are read,
+up to MAX_CACHE_BYTES. Files written here are read by libcni tools and the other way round;
+legacy files that hold only a bare result are read too.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import logging
 import os
 from typing import Any, NamedTuple
 
+from cnirun.cni import gojson
 from cnirun.cni.types import JSONDict, Result, ResultError, RuntimeConf, go_json_error, go_quote
 from cnirun.errors import CacheError
-from cnirun.files import write_atomic
+from cnirun.files import read_limited, write_atomic
 
 log = logging.getLogger(__name__)
 
 KIND = "cniCacheV1"
+# A result as large as the largest plugin output, plus the config and args around it.
+MAX_CACHE_BYTES = 32 << 20
 
 
 class CacheEntry(NamedTuple):
@@ -114,8 +118,7 @@ class ResultCache:
         """
         path = self.path(network, rt.container_id, rt.ifname)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            data = read_limited(path, MAX_CACHE_BYTES, trusted=True)
         except OSError as e:
             if not isinstance(e, FileNotFoundError):
                 log.debug("ignoring unreadable cache file %s: %s", path, e)
@@ -128,8 +131,7 @@ class ResultCache:
     def read_entry(self, path: str) -> CacheEntry | None:
         """Parse a cniCacheV1 file; None (logged) for files that are not usable entries."""
         try:
-            with open(path, "rb") as handle:
-                obj = json.loads(handle.read())
+            obj = gojson.loads(read_limited(path, MAX_CACHE_BYTES, trusted=True))
         except (OSError, ValueError) as e:
             log.debug("skipping cache file %s: %s", path, e)
             return None
@@ -172,7 +174,7 @@ class ResultCache:
 def parse_cached_result(data: bytes) -> Result:
     """The result in a cache file: a cniCacheV1 entry, or a legacy bare result."""
     try:
-        obj: Any = json.loads(data)
+        obj: Any = gojson.loads(data)
     except ValueError as e:
         raise ResultError(
             f"decoding version from network config: {go_json_error(data, e)}"

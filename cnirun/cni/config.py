@@ -7,16 +7,20 @@ names the file it comes from.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from cnirun.cni import gojson
 from cnirun.cni.types import go_json_error, go_json_kind, go_marshal, go_quote
 from cnirun.cni.version import CURRENT, VersionError, parse_version
 from cnirun.errors import ConfigError, NetworkNotFoundError, NoConfigsFoundError
+from cnirun.files import read_limited
 
 JSONDict = dict[str, Any]
+
+# No network configuration comes near this; a bigger file is refused before it is read.
+MAX_CONFIG_BYTES = 4 << 20
 
 
 class PluginConfig(NamedTuple):
@@ -158,7 +162,7 @@ def plugin_from_object(raw: Any) -> PluginConfig:
 def plugin_from_bytes(data: bytes) -> PluginConfig:
     """Parse one plugin configuration (a `.conf` file's contents)."""
     try:
-        raw = json.loads(data)
+        raw = gojson.loads(data)
     except ValueError as e:
         raise ConfigError(f"error parsing configuration: {go_json_error(data, e)}") from None
     plugin = plugin_from_object(raw)
@@ -242,7 +246,7 @@ def list_from_bytes(
         ConfigError: with libcni's wording (without the file name; callers add it).
     """
     try:
-        raw = json.loads(data)
+        raw = gojson.loads(data)
     except ValueError as e:
         raise ConfigError(f"error parsing configuration list: {go_json_error(data, e)}") from None
     if raw is None:  # Go decodes `null` into an empty map, which then has no name
@@ -350,12 +354,20 @@ def conf_files(directory: str, extensions: Iterable[str]) -> list[str]:
     ]
 
 
-def _load_file(path: str, parse: Any) -> Any:
+def read_file(path: str) -> bytes:
+    """A config file's bytes: a regular file (symlinks followed) of at most MAX_CONFIG_BYTES.
+
+    Raises:
+        ConfigError: `<path>: error reading file: ...`.
+    """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        return read_limited(path, MAX_CONFIG_BYTES)
     except OSError as e:
         raise ConfigError(f"{path}: error reading file: {e.strerror or e}") from None
+
+
+def _load_file(path: str, parse: Any) -> Any:
+    data = read_file(path)
     try:
         return parse(data)
     except ConfigError as e:

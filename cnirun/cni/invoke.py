@@ -8,9 +8,9 @@ into a CNIError the way libcni does.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -18,11 +18,18 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from cnirun.cni import types
+from cnirun.cni import gojson, types
 from cnirun.cni.types import go_quote as go_quote  # re-exported: part of this module's API
 from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
+from cnirun.files import check_owned
 
 log = logging.getLogger(__name__)
+
+# What cnirun keeps of a plugin's stdout and of its stderr; past that the plugin is killed.
+MAX_OUTPUT_BYTES = 16 << 20
+_CHUNK = 1 << 16
+# How much of a failed plugin's output an error message quotes.
+QUOTE_LIMIT = 300
 
 CNI_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS", "CNI_IFNAME", "CNI_PATH")
 
@@ -31,10 +38,11 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
     """Find a plugin binary in `paths`, first hit wins; never falls back to `$PATH`.
 
     A candidate counts if it is a regular file (symlinks followed); the exec bit is not
-    checked here, so a non-executable plugin fails when run, with the exec error.
+    checked here, so a non-executable plugin fails when run, with the exec error. The one
+    found must be safe to run as root (check_plugin_file).
 
     Raises:
-        PluginNotFoundError: with libcni's messages.
+        PluginNotFoundError: with libcni's messages, or the plugin is refused.
     """
     if plugin == "":
         raise PluginNotFoundError(types.ERR_UNKNOWN, "no plugin name provided")
@@ -48,6 +56,7 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
         candidate = os.path.join(directory, plugin)
         try:
             if os.path.isfile(candidate):
+                check_plugin_file(directory, candidate)
                 return candidate
         except OSError:
             continue
@@ -55,6 +64,22 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
     raise PluginNotFoundError(
         types.ERR_UNKNOWN, f"failed to find plugin {go_quote(plugin)} in path [{listed}]"
     )
+
+
+def check_plugin_file(directory: str, path: str) -> None:
+    """Refuse a plugin (binary, symlinks followed, or its directory) that anyone but root or
+    this user owns or that group or others can write: it would run with our rights.
+
+    Raises:
+        PluginNotFoundError: `refusing plugin <path>: ...`, with the fix.
+    """
+    try:
+        for checked in (directory, os.path.realpath(path)):
+            check_owned(os.stat(checked), checked, or_root=True)
+    except OSError as e:
+        raise PluginNotFoundError(
+            types.ERR_UNKNOWN, f"refusing plugin {path}: {e.strerror or e}"
+        ) from None
 
 
 class Args(NamedTuple):
@@ -111,23 +136,29 @@ def decode_failure(stdout: bytes, stderr: bytes, reason: str) -> CNIError:
     if not stdout:
         if not stderr:
             return CNIError(types.ERR_UNKNOWN, f"netplugin failed with no error message: {reason}")
-        text = go_quote(stderr.decode(errors="surrogateescape"))
-        return CNIError(types.ERR_UNKNOWN, f"netplugin failed: {text}: {reason}")
+        return CNIError(types.ERR_UNKNOWN, f"netplugin failed: {_excerpt(stderr)}: {reason}")
     try:
         code, msg, details = _decode_error_object(stdout)
     except ValueError as e:
-        text = go_quote(stdout.decode(errors="surrogateescape"))
         return CNIError(
             types.ERR_UNKNOWN,
-            f"netplugin failed but error parsing its diagnostic message {text}: {e}",
+            f"netplugin failed but error parsing its diagnostic message {_excerpt(stdout)}: {e}",
         )
     return CNIError(code, msg, details)
+
+
+def _excerpt(data: bytes) -> str:
+    """A plugin's output, Go-quoted, cut to QUOTE_LIMIT characters (the size said after)."""
+    text = data.decode(errors="surrogateescape")
+    if len(text) <= QUOTE_LIMIT:
+        return go_quote(text)
+    return f"{go_quote(text[:QUOTE_LIMIT])}... ({len(data)} bytes)"
 
 
 def _decode_error_object(stdout: bytes) -> tuple[int, str, str]:
     """Decode `{code, msg, details}` with the rules of Go's typed decode (unknown keys ignored)."""
     try:
-        obj = json.loads(stdout)
+        obj = gojson.loads(stdout)
     except ValueError as e:
         raise ValueError(types.go_json_error(stdout, e)) from None
     if obj is None:
@@ -181,7 +212,15 @@ class RawExec:
         proc = self._start(path, env, cni_env)
         started = time.monotonic()
         try:
-            stdout, stderr = proc.communicate(stdin, timeout=timeout)
+            stdout, stderr = _communicate(proc, stdin, timeout)
+        except OutputTooLarge as e:
+            _kill_group(proc)
+            log.debug("plugin %s %s: %s", path, cni_env, e)
+            raise CNIError(
+                types.ERR_UNKNOWN,
+                f"netplugin {os.path.basename(path)} wrote more than {MAX_OUTPUT_BYTES >> 20} MiB "
+                f"to {e} and was killed",
+            ) from None
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             log.debug("plugin %s %s timed out after %ss", path, cni_env, timeout)
@@ -235,6 +274,65 @@ class RawExec:
                     reason += f" (still busy after {self.busy_tries} tries)"
                 raise decode_failure(b"", b"", reason) from None
         raise AssertionError("unreachable")
+
+
+class OutputTooLarge(Exception):
+    """A plugin wrote more than MAX_OUTPUT_BYTES to one stream (the exception says which)."""
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], stdin: bytes, timeout: float | None
+) -> tuple[bytes, bytes]:
+    """`proc.communicate(stdin, timeout)`, keeping at most MAX_OUTPUT_BYTES of each stream.
+
+    Raises:
+        subprocess.TimeoutExpired: the timeout passed first.
+        OutputTooLarge: a stream went past the cap (the caller kills the plugin).
+    """
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+    output = {fd: bytearray() for fd in names}
+    pending = memoryview(stdin)
+    with selectors.DefaultSelector() as selector:
+        for fd in names:
+            selector.register(fd, selectors.EVENT_READ)
+        writer = proc.stdin.fileno()
+        if pending:
+            os.set_blocking(writer, False)
+            selector.register(writer, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+        while selector.get_map():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout or 0)
+            for key, _ in selector.select(left):
+                fd = key.fd
+                if fd == writer:
+                    try:
+                        pending = pending[os.write(fd, pending[:_CHUNK]) :]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        pending = pending[:0]  # it will not read more: fine, as communicate
+                    if not pending:
+                        selector.unregister(fd)
+                        proc.stdin.close()
+                    continue
+                chunk = os.read(fd, _CHUNK)
+                if not chunk:
+                    selector.unregister(fd)
+                    continue
+                output[fd] += chunk
+                if len(output[fd]) > MAX_OUTPUT_BYTES:
+                    raise OutputTooLarge(names[fd])
+    left = None if deadline is None else max(deadline - time.monotonic(), 0)
+    proc.wait(left)
+    stdout, stderr = bytes(output[proc.stdout.fileno()]), bytes(output[proc.stderr.fileno()])
+    proc.stdout.close()
+    proc.stderr.close()
+    return stdout, stderr
 
 
 def _forward_stderr(data: bytes) -> None:

@@ -12,6 +12,9 @@ import json
 import re
 from typing import Any, NamedTuple
 
+from cnirun.cni import gojson
+from cnirun.cni.gojson import go_json_error as go_json_error  # re-exported
+from cnirun.cni.gojson import go_quote as go_quote  # re-exported
 from cnirun.cni.version import CURRENT
 from cnirun.errors import CNIError
 
@@ -48,59 +51,6 @@ class ResultError(CNIError):
     def wrap(self, prefix: str) -> CNIError:
         # CNIError.wrap rebuilds with the base signature, which this class does not take.
         return ResultError(self.msg, self.details, prefix + self.context, self.code)
-
-
-_GO_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    "\\": "\\\\",
-    '"': '\\"',
-}
-
-
-def go_quote(text: str) -> str:
-    """Quote like Go's `%q`, so messages match what libcni users know.
-
-    Bytes that were not valid UTF-8 (decoded with "surrogateescape") come out as `\\xNN`.
-    """
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def go_json_error(data: bytes | str, error: ValueError) -> str:
-    """Go's encoding/json wording for the common syntax errors, else Python's own text."""
-    text = data.decode(errors="replace") if isinstance(data, bytes) else data
-    if not isinstance(error, json.JSONDecodeError):
-        return str(error)
-    if error.pos >= len(text.rstrip()):
-        return "unexpected end of JSON input"
-    ch = text[error.pos]
-    shown = "'\\''" if ch == "'" else "'" + go_quote(ch)[1:-1].replace('\\"', '"') + "'"
-    if error.msg == "Expecting value":
-        return f"invalid character {shown} looking for beginning of value"
-    if error.msg == "Extra data":
-        return f"invalid character {shown} after top-level value"
-    return str(error)
 
 
 def go_json_kind(value: Any) -> str:
@@ -327,7 +277,7 @@ class Result(NamedTuple):
         if not stdout.strip():
             raise ResultError("failed to unmarshal raw result: unexpected end of JSON input")
         try:
-            obj = json.loads(stdout)
+            obj = gojson.loads(stdout)
         except ValueError as e:
             text = go_json_error(stdout, e)
             raise ResultError(f"failed to unmarshal raw result: {text}") from None
@@ -466,7 +416,7 @@ class VersionInfo(NamedTuple):
     def decode(cls, stdout: bytes) -> VersionInfo:
         """Decode VERSION output with libcni's fallbacks for pre-0.3 plugins."""
         try:
-            obj = json.loads(stdout)
+            obj = gojson.loads(stdout)
         except ValueError as e:
             raise ResultError(f"decoding version info: {go_json_error(stdout, e)}") from None
         if not isinstance(obj, dict):

@@ -16,6 +16,12 @@ from typing import Any
 TIMEOUT = 120.0
 
 
+def api_path(template: str, *params: str) -> str:
+    """An API path with each `{}` of `template` replaced by a parameter, escaped whole
+    (`/containers/{}/kill`): no ID or name can add a path segment, a query or a header."""
+    return template.format(*(urllib.parse.quote(p, safe="") for p in params))
+
+
 class EngineError(Exception):
     """An error answer from the engine (status and message), or no answer at all (status 0)."""
 
@@ -60,7 +66,8 @@ class Engine:
         """Send one request; return the decoded JSON answer (None when empty).
 
         Raises:
-            EngineError: for any status >= 400, with the engine's message.
+            EngineError: for any status but 2xx (with the engine's message), and for an
+                answer that is not HTTP or not the JSON it says it is (status 0).
         """
         target = self._target(path, query)
         payload = raw_body if raw_body is not None else b""
@@ -76,23 +83,20 @@ class Engine:
         try:
             sock.sendall(head.encode() + b"\r\n" + payload)
             status, headers, data = _read_response(sock)
+            decoded = _decode(headers, data)
         except OSError as e:
             raise EngineError(0, f"the Docker daemon at {self.host} did not answer: {e}") from None
+        except (ValueError, IndexError, RecursionError) as e:
+            raise EngineError(
+                0, f"the Docker daemon at {self.host} sent a malformed answer: {e}"
+            ) from None
         finally:
             sock.close()
+        if not 200 <= status < 300:
+            message = decoded.get("message") if isinstance(decoded, dict) else None
+            raise EngineError(status, str(message or data.decode(errors="replace").strip()))
         if path == "/_ping":
             return headers.get("api-version", "")
-        decoded: Any = None
-        if data and headers.get("content-type", "").startswith("application/json"):
-            try:
-                decoded = json.loads(data)
-            except ValueError:
-                # Streaming endpoints send one JSON object per line; keep the last.
-                lines = [ln for ln in data.splitlines() if ln.strip()]
-                decoded = json.loads(lines[-1]) if lines else None
-        if status >= 400:
-            message = decoded.get("message") if isinstance(decoded, dict) else None
-            raise EngineError(status, message or data.decode(errors="replace").strip())
         return decoded
 
     def open_stream(self, path: str, query: dict[str, Any] | None = None) -> EventStream:
@@ -108,10 +112,10 @@ class Engine:
                 f"GET {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: cnirun\r\n\r\n".encode()
             )
             status, _, rest = _read_head(sock)
-        except OSError as e:
+        except (OSError, ValueError, IndexError) as e:
             sock.close()
             raise EngineError(0, f"the Docker daemon at {self.host} did not answer: {e}") from None
-        if status >= 400:
+        if not 200 <= status < 300:
             sock.close()
             raise EngineError(status, f"GET {path} answered {status}")
         return EventStream(sock, rest)
@@ -125,6 +129,9 @@ class Engine:
             target += "?" + urllib.parse.urlencode(
                 {k: v for k, v in query.items() if v is not None}, doseq=True
             )
+        if not target.isascii() or not target.isprintable() or " " in target:
+            # A parameter left unescaped (see api_path) must not smuggle a request.
+            raise EngineError(0, f"refusing a request for {target!r}: unescaped characters")
         return target
 
     def _negotiate(self) -> None:
@@ -159,6 +166,22 @@ class EventStream:
         except OSError:
             pass
         self._sock.close()
+
+
+def _decode(headers: dict[str, str], data: bytes) -> Any:
+    """The JSON of an answer (None when empty or not JSON).
+
+    Raises:
+        ValueError: it says it is JSON and is not.
+    """
+    if not (data and headers.get("content-type", "").startswith("application/json")):
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        # Streaming endpoints send one JSON object per line; keep the last.
+        lines = [ln for ln in data.splitlines() if ln.strip()]
+        return json.loads(lines[-1]) if lines else None
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:

@@ -76,6 +76,14 @@ class Infra(NamedTuple):
     domainname: str
 
 
+def _field(answer: Any, key: str, kind: type, doing: str) -> Any:
+    """`answer[key]`, which must be of type `kind`, else a DockerRuntimeError."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(value, kind):
+        raise DockerRuntimeError(f"cannot {doing}: the answer has no {key}")
+    return value
+
+
 class Docker:
     """The Docker engine, as cnirun uses it."""
 
@@ -108,7 +116,7 @@ class Docker:
         `pull_policy` is `--pull` (see cnirun.docker.pull) and `display` shows the pull (None
         under `-q`); the built-in pause image is never pulled, whatever the policy.
         """
-        status, _ = self._try("GET", f"/images/{image}/json")
+        status, _ = self._try("GET", engine.api_path("/images/{}/json", image))
         if image != pause.PAUSE_IMAGE:
             from cnirun.docker import pull
 
@@ -176,12 +184,20 @@ class Docker:
             query={"name": name},
             body=body,
         )
-        container_id: str = answer["Id"]
+        container_id = _field(answer, "Id", str, f"create the infra container {name}")
         created(container_id)
-        self._call(f"start the infra container {name}", "POST", f"/containers/{container_id}/start")
-        info = self._call(f"inspect {name}", "GET", f"/containers/{container_id}/json")
-        pid = int(info["State"].get("Pid") or 0)
-        if not info["State"].get("Running") or pid <= 0:
+        self._call(
+            f"start the infra container {name}",
+            "POST",
+            engine.api_path("/containers/{}/start", container_id),
+        )
+        info = self._call(
+            f"inspect {name}", "GET", engine.api_path("/containers/{}/json", container_id)
+        )
+        state = _field(info, "State", dict, f"inspect {name}")
+        config = _field(info, "Config", dict, f"inspect {name}")
+        pid = state.get("Pid") or 0
+        if not state.get("Running") or not isinstance(pid, int) or pid <= 0:
             raise DockerRuntimeError(f"the infra container {name} exited right after it started")
         if _same_netns(pid):
             # CNI would then configure the host's own network: never go on.
@@ -193,8 +209,8 @@ class Docker:
             id=container_id,
             name=name,
             pid=pid,
-            hostname=info["Config"].get("Hostname") or "",
-            domainname=info["Config"].get("Domainname") or "",
+            hostname=str(config.get("Hostname") or ""),
+            domainname=str(config.get("Domainname") or ""),
         )
 
     def pid(self, container: str) -> int | None:
@@ -208,7 +224,9 @@ class Docker:
 
     def remove(self, container: str) -> None:
         """Force-remove a container; one that is already gone (or going) is fine."""
-        self._try("DELETE", f"/containers/{container}", query={"force": 1, "v": 1})
+        self._try(
+            "DELETE", engine.api_path("/containers/{}", container), query={"force": 1, "v": 1}
+        )
 
     def containers(
         self, sandbox_id: str | None = None, role: str | None = None, **labels: str
@@ -218,13 +236,20 @@ class Docker:
         if role:
             wanted.append(f"{LABEL_ROLE}={role}")
         wanted += [f"{k}={v}" for k, v in labels.items()]
-        found: list[Any] = self._call(
+        found = self._call(
             "list containers",
             "GET",
             "/containers/json",
             query={"all": 1, "filters": json.dumps({"label": wanted})},
         )
-        return found
+        if not isinstance(found, list):
+            raise DockerRuntimeError("cannot list containers: the answer is not a list")
+        # Only rows of the shape every caller reads (an Id, labels as a map).
+        return [
+            {**row, "Labels": row.get("Labels") if isinstance(row.get("Labels"), dict) else {}}
+            for row in found
+            if isinstance(row, dict) and isinstance(row.get("Id"), str)
+        ]
 
     def created_since(self, since: float, sandbox_id: str, role: str) -> bool:
         """Whether the daemon has created a container of this sandbox and role since `since`.
@@ -255,11 +280,11 @@ class Docker:
 
     def kill(self, container: str) -> None:
         """SIGKILL a running container; a stopped or missing one is fine."""
-        self._try("POST", f"/containers/{container}/kill")
+        self._try("POST", engine.api_path("/containers/{}/kill", container))
 
     def stop(self, container: str, timeout: int = 10) -> None:
         """Stop a container like `docker stop` (SIGTERM, then SIGKILL after `timeout`)."""
-        self._try("POST", f"/containers/{container}/stop", query={"t": timeout})
+        self._try("POST", engine.api_path("/containers/{}/stop", container), query={"t": timeout})
 
     def version(self) -> dict[str, Any]:
         """The engine's `/version` answer (Version, ApiVersion, ...)."""

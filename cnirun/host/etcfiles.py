@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cnirun.errors import CnirunError
-from cnirun.files import write_atomic
+from cnirun.files import check_written, open_dir, write_atomic
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 # What systemd-resolved's stub (127.0.0.53, useless inside a container) stands in front of.
@@ -189,8 +189,24 @@ def _read(path: str) -> str:
 
 
 def write(path: str, text: str) -> None:
-    """Write one file (world-readable: the workload may run as any user)."""
+    """Write one file (world-readable: the workload may run as any user) into its sandbox's
+    own directory, created 0755 if missing; that directory must be root's alone and not a
+    symlink (a planted `.etc -> /etc` would have root overwrite the host's files)."""
     try:
-        write_atomic(path, text.encode(), 0o644)
+        write_atomic(path, text.encode(), 0o644, dir_mode=0o755, follow_dir=False)
     except OSError as e:
         raise CnirunError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def check_mount_source(path: str) -> None:
+    """Check that a file about to be bind-mounted is still the one `write` made: a regular
+    file of root's only root can write, in a directory that is not a symlink.
+
+    Raises:
+        CnirunError: it is not.
+    """
+    try:
+        with open_dir(os.path.dirname(path), follow=False):
+            check_written(path)
+    except OSError as e:
+        raise CnirunError(f"refusing to bind-mount {path}: {e.strerror or e}") from None

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from cnirun.errors import NetnsError
+from cnirun.files import ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def _share_netns_dir() -> None:
     Shared propagation lets a later unmount reach copies of the mount in other mount
     namespaces (e.g. ones created while a netns was held), so the namespace can really die.
     """
-    os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+    ensure_dir(NETNS_DIR, 0o755)
     dir_fd = os.open(NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         # Serialize with concurrent cnirun runs so the directory is bound onto itself only once.

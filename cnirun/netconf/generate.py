@@ -14,7 +14,7 @@ from cnirun import __version__
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.version import CURRENT, VersionError, parse_version
 from cnirun.errors import CNIError, CnirunError, ConfigError
-from cnirun.files import locked, write_atomic
+from cnirun.files import ensure_dir, locked, write_atomic
 from cnirun.netconf.select import MARKER_KEY
 from cnirun.netconf.subnets import IPAddress, IPNetwork, JSONDict
 
@@ -210,7 +210,7 @@ def config_dir_lock(netconf_dir: str) -> Iterator[None]:
     Raises:
         OSError: the directory or the lock file cannot be created (e.g. read-only /etc).
     """
-    os.makedirs(netconf_dir, mode=0o755, exist_ok=True)
+    ensure_dir(netconf_dir, 0o755)
     with locked(os.path.join(netconf_dir, LOCK_FILE), dir_mode=0o755):
         yield
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import shutil
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from cnirun.cni import validate
+from cnirun.cni import gojson, validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.cache import CacheEntry, ResultCache
-from cnirun.cni.config import NetworkConfigList
+from cnirun.cni.config import NetworkConfigList, read_file
 from cnirun.errors import CNIError, CnirunError, ConfigError, UsageError
 from cnirun.host import links
 from cnirun.netconf import generate, select
@@ -52,9 +51,8 @@ def _names_in_use(netconf_dir: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for path in select.config_paths(netconf_dir):
         try:
-            with open(path, "rb") as handle:
-                raw = json.loads(handle.read())
-        except (OSError, ValueError):
+            raw = gojson.loads(read_file(path))
+        except ValueError:  # ConfigError included
             continue
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             names.setdefault(raw["name"], path)

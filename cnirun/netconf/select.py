@@ -103,6 +103,16 @@ class Scan(NamedTuple):
     def default_choice(self) -> NetworkConfigList | None:
         """The default network, if one is in the directory (the built-in one last)."""
         usable = [n for n in self.networks if _named(n)]
+        for net in self.networks:
+            if net.name and not _named(net) and net.source not in _warned:
+                # A bare loopback .conf has no name at all: only a wrong name is worth a word.
+                _warned.add(net.source)
+                log.warning(
+                    "not the default network: %s: network name %r is not valid "
+                    "(letters, digits, _ . - only)",
+                    net.source,
+                    net.name,
+                )
         return next((n for n in usable if not is_builtin_default(n)), None) or self.builtin()
 
     def warn_problems(self) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+from cnirun.cni import gojson
+from cnirun.cni.config import read_file
 from cnirun.errors import ConfigError
 from cnirun.netconf.select import config_paths
 
@@ -152,9 +153,8 @@ def conflist_subnets(netconf_dir: str, exclude: str = "") -> list[UsedSubnet]:
         if exclude and os.path.basename(path) == exclude:
             continue
         try:
-            with open(path, "rb") as handle:
-                raw = json.loads(handle.read())
-        except (OSError, ValueError):
+            raw = gojson.loads(read_file(path))
+        except ValueError:  # ConfigError included
             continue
         if isinstance(raw, dict):
             label = f"network {raw.get('name', '?')} ({path})"

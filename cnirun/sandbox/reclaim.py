@@ -21,7 +21,6 @@ from cnirun.cni.config import list_from_bytes
 from cnirun.cni.version import parse_version
 from cnirun.docker.runtime import LABEL_ROLE, LABEL_SANDBOX, LABEL_STATE_DIR, ROLE_INFRA, Docker
 from cnirun.errors import CnirunError
-from cnirun.files import unlink_quietly
 from cnirun.host import netns
 from cnirun.sandbox import owners
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
@@ -64,8 +63,13 @@ class _Selection:
 
     def __init__(self, docker: Docker, store: RecordStore, settings: Settings) -> None:
         self.docker, self.store, self.settings = docker, store, settings
-        self.sandboxes, self.broken = load_all(docker, store)
+        # What exists first, then the records: a run records a sandbox before creating any of
+        # its containers, netns holders or attachments, so whatever is listed here and
+        # belongs to a live run has its record read below (the other order races a new run).
         self.containers = docker.containers()
+        self.held = netns.list_held(CNI_ID_PREFIX)
+        self.cached = ResultCache(settings.cache_dir).attachments()
+        self.sandboxes, self.broken = load_all(docker, store)
         mine = store.state_dir
         # Sandboxes of another state dir (another cnirun installation) are not ours to judge.
         foreign = {
@@ -87,7 +91,7 @@ class _Selection:
         # An unreadable record of a cnirun that still runs is that run's to finish.
         mine = self.store.state_dir
         items += [self._broken(i) for i in self.broken if not owners.not_mine(i, mine)]
-        for entry in ResultCache(self.settings.cache_dir).attachments():
+        for entry in self.cached:
             cid = entry.container_id
             if not cid.startswith(CNI_ID_PREFIX) or not self._leftover(cid[len(CNI_ID_PREFIX) :]):
                 continue
@@ -102,7 +106,7 @@ class _Selection:
                 cid = container["Id"]
                 remove = functools.partial(self.docker.remove, cid)
                 items.append(Reclaim(f"infra container {cid[:12]}: removed", _attempting(remove)))
-        for name in netns.list_held(CNI_ID_PREFIX):
+        for name in self.held:
             if not self._leftover(name[len(CNI_ID_PREFIX) :]) or privnet.is_live(name):
                 continue
             release = functools.partial(self._release, name)
@@ -133,12 +137,8 @@ class _Selection:
         return Reclaim(f"sandbox {sandbox.record.id}: {sandbox.state}, tearing down", run)
 
     def _broken(self, sandbox_id: str) -> Reclaim:
-        def run() -> list[str]:
-            failures = _attempt(lambda: self.store.delete_files(sandbox_id))
-            unlink_quietly(self.store.path(sandbox_id))
-            return failures
-
-        return Reclaim(f"sandbox {sandbox_id}: unreadable record removed", run)
+        run = _attempting(functools.partial(self.store.discard, sandbox_id))
+        return Reclaim(f"sandbox {sandbox_id}: invalid record removed", run)
 
     def _del_attachment(self, entry: CacheEntry) -> list[str]:
         owner = owners.read(entry.container_id[len(CNI_ID_PREFIX) :])

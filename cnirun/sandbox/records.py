@@ -1,9 +1,16 @@
 """Sandbox records: what a run has set up, persisted before each side effect.
 
-One JSON file per sandbox in `<state dir>/sandboxes/`, written atomically, with enough to undo
-every step even if cnirun is killed: the infra name, the netns holder, and each CNI attachment
-with its config, args and capability args. Next to it: the sandbox's lock file and its `.etc`
-directory (the workload's hosts and resolv.conf).
+One JSON file per sandbox in `<state dir>/sandboxes/<id>.json`, written atomically, with enough
+to undo every step even if cnirun is killed: the infra name, the netns holder, and each CNI
+attachment with its config, args and capability args. Next to it: the sandbox's lock file and
+its `.etc` directory (the workload's hosts and resolv.conf).
+
+Root acts on a record (it runs its plugins, removes its containers), so nothing in one is
+taken on trust: the state dir and `sandboxes/` are created 0700 and must be root's and writable
+by no one else, a record must be a regular file of root's that only root can write, its
+identity is its file name (32 hex digits), and every field is checked against the schema in
+cnirun.sandbox.schema. A record that fails any of this is a RecordError: reported by name,
+never acted on, and removed by `gc` or `rm -f <its id>`.
 """
 
 from __future__ import annotations
@@ -13,15 +20,25 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from cnirun.cni import gojson
 from cnirun.errors import CnirunError
-from cnirun.files import open_lock, unlink_quietly, write_atomic
+from cnirun.files import ensure_dir, open_lock, read_limited, unlink_quietly, write_atomic
+from cnirun.sandbox import schema
 
 CNI_ID_PREFIX = "cnirun-"
+# A sandbox ID: os.urandom(16).hex(), as a record's file name gives it.
+SANDBOX_ID = re.compile(r"[0-9a-f]{32}")
+MAX_RECORD_BYTES = 16 << 20  # records are KiB: a few configs and decoded results
+
+
+class RecordError(CnirunError):
+    """A sandbox record that cannot be used (unreadable, unsafe, or not of the schema)."""
 
 
 def process_start(pid: int) -> str:
@@ -125,45 +142,85 @@ class RecordStore:
         """Where a sandbox keeps the files its workload bind-mounts (next to its record)."""
         return os.path.join(self.directory, f"{sandbox_id}.etc")
 
+    def ensure(self) -> None:
+        """Create the state dir and `sandboxes/` (0700 whatever the umask); check both.
+
+        Raises:
+            CnirunError: one cannot be created, or is not root's alone (says how to fix it).
+        """
+        try:
+            ensure_dir(self.state_dir, 0o700)
+            ensure_dir(self.directory, 0o700)
+        except OSError as e:
+            raise CnirunError(f"state dir {self.state_dir}: {e.strerror or e}") from None
+
     def save(self, record: SandboxRecord) -> None:
         """Write the record atomically (a reader sees the old or the new file, never half)."""
         path = self.path(record.id)
         data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
+        self.ensure()
         try:
-            write_atomic(path, data, 0o600, dir_mode=0o700)
+            write_atomic(path, data, 0o600)
         except OSError as e:
             raise CnirunError(f"cannot write sandbox state {path}: {e.strerror or e}") from None
 
     def load(self, sandbox_id: str) -> SandboxRecord:
-        """Read one record; raises CnirunError if it is missing or unreadable."""
+        """Read and check one record.
+
+        Raises:
+            RecordError: it is missing, unreadable, unsafe or not of the schema.
+        """
         path = self.path(sandbox_id)
         try:
-            with open(path, "rb") as handle:
-                raw = json.loads(handle.read())
-            attachments = [AttachmentRecord(**a) for a in raw.pop("attachments", [])]
-            return SandboxRecord(**raw, attachments=attachments)
-        except (OSError, ValueError, TypeError) as e:
-            raise CnirunError(f"cannot read sandbox state {path}: {e}") from None
+            if not SANDBOX_ID.fullmatch(sandbox_id):
+                raise ValueError("the file name is not <32 hex digits>.json")
+            raw = gojson.loads(read_limited(path, MAX_RECORD_BYTES, trusted=True))
+            fields = schema.check(raw, sandbox_id)
+            attachments = [AttachmentRecord(**a) for a in fields.pop("attachments", [])]
+            return SandboxRecord(**fields, attachments=attachments)
+        except OSError as e:
+            raise RecordError(f"cannot read sandbox state {path}: {e.strerror or e}") from None
+        except ValueError as e:  # gojson.JSONError and schema.SchemaError included
+            raise RecordError(f"invalid sandbox state {path}: {e}") from None
 
     def delete(self, sandbox_id: str) -> None:
         unlink_quietly(self.path(sandbox_id))
 
     def delete_files(self, sandbox_id: str) -> None:
-        """Remove a sandbox's own files (the workload's hosts and resolv.conf); gone is fine."""
+        """Remove a sandbox's own files (the workload's hosts and resolv.conf); gone is fine.
+        A symlink planted in their place is removed itself, never followed."""
         directory = self.files_dir(sandbox_id)
         try:
-            shutil.rmtree(directory)
+            if os.path.islink(directory):
+                os.unlink(directory)
+            else:
+                shutil.rmtree(directory)
         except FileNotFoundError:
             pass
         except OSError as e:
             raise CnirunError(f"cannot remove {directory}: {e.strerror or e}") from None
 
+    def discard(self, sandbox_id: str) -> None:
+        """Remove a record that cannot be used, with its files and lock, acting on nothing
+        it says (`sandbox_id` is a record file's name, so a single path element)."""
+        self.delete_files(sandbox_id)
+        self.delete(sandbox_id)
+        unlink_quietly(os.path.join(self.directory, f"{sandbox_id}.lock"))
+
     def ids(self) -> list[str]:
-        """IDs of every recorded sandbox."""
+        """The names of every record file, without `.json` (valid sandbox IDs or not: one
+        with a bad name is a record `load` refuses, and gc removes).
+
+        Raises:
+            CnirunError: the state dir is not root's alone.
+        """
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
+        except OSError as e:
+            raise CnirunError(f"cannot list {self.directory}: {e.strerror or e}") from None
+        self.ensure()  # refuse records others could have planted
         return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
 
     @contextlib.contextmanager
@@ -172,9 +229,11 @@ class RecordStore:
         with the record, so a waiter that then gets the lock finds no record."""
         path = os.path.join(self.directory, f"{sandbox_id}.lock")
         try:
+            self.ensure()
             fd = open_lock(path)
-        except OSError as e:
-            raise CnirunError(f"cannot lock sandbox {sandbox_id}: {e.strerror or e}") from None
+        except (OSError, CnirunError) as e:
+            text = e.strerror if isinstance(e, OSError) else str(e)
+            raise CnirunError(f"cannot lock sandbox {sandbox_id}: {text or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield os.path.exists(self.path(sandbox_id))

@@ -28,6 +28,8 @@ from cnirun.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_reported: set[str] = set()  # invalid records already warned about
+
 
 class Sandbox(NamedTuple):
     """A recorded sandbox joined with what Docker says about its containers."""
@@ -117,7 +119,9 @@ def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[st
         try:
             record = store.load(sandbox_id)
         except CnirunError as e:
-            log.debug("%s", e)
+            if sandbox_id not in _reported:  # once per command, however often it is listed
+                _reported.add(sandbox_id)
+                log.warning("%s (skipped; `cnirun gc` removes it)", e)
             broken.append(sandbox_id)
             continue
         found = by_sandbox.get(sandbox_id, {})
@@ -141,6 +145,17 @@ def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
     if len(matches) > 1:
         raise UsageError(f"{ref} matches {len(matches)} sandboxes: use a longer prefix")
     return matches[0]
+
+
+def discard_invalid(docker: Docker, store: RecordStore, ref: str) -> bool:
+    """Remove the invalid record whose file name is `ref` (or starts with it, uniquely):
+    `rm -f` of it. False when `ref` names no invalid record."""
+    _, broken = load_all(docker, store)
+    matches = [b for b in broken if b == ref] or [b for b in broken if b.startswith(ref)]
+    if len(matches) != 1:
+        return False
+    store.discard(matches[0])
+    return True
 
 
 def remove(

@@ -207,6 +207,8 @@ class Session:
             for name, target in etcfiles.ETC_FILES.items()
             if target not in args.mount_targets  # the user's own mount wins, as over Docker's
         }
+        for source in files.values():
+            etcfiles.check_mount_source(source)
         argv = workload.run_argv(
             infra_id=infra.id,
             sandbox_id=self.plan.sandbox_id,
@@ -322,7 +324,11 @@ class _EarlyTeardown(threading.Thread):
             if not died or self._stopped:
                 return
         log.debug("the workload died: tearing down while its docker CLI finishes")
-        self.failures = teardown(self.record, self.store, self.docker, owner=True)
+        try:
+            self.failures = teardown(self.record, self.store, self.docker, owner=True)
+        except CnirunError as e:  # the teardown after the CLI exits tries again
+            log.debug("early teardown: %s", e)
+            return
         self.done = True
 
     def stop(self) -> None:
@@ -336,10 +342,6 @@ class _EarlyTeardown(threading.Thread):
 
 def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> None:
     """Write the workload's /etc/hosts and /etc/resolv.conf into the sandbox's own dir."""
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    except OSError as e:
-        raise CnirunError(f"cannot create {directory}: {e.strerror or e}") from None
     addresses = [cidr for result in results for cidr in result.addresses()]
     gateways = [gw for result in results for gw in result.gateways()]
     extra_hosts = etcfiles.resolve_host_gateway(args.add_hosts, gateways)

@@ -339,6 +339,30 @@ BROKEN: dict[str, Broken] = {
         script='echo \'{{"code":7,"msg":"Invalid Configuration","details":"{tag}"}}\'; exit 1',
         expect=("Invalid Configuration; {tag}",),
     ),
+    # Valid JSON Go will not decode, and floods (issue 13 items 5 and 7): one error line,
+    # and the bridge before it is still rolled back.
+    "prints-a-number-too-large": Broken(
+        script="""echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.1.2.3/24","""
+        """"interface":1e400}}]}}'""",
+        expect=("failed to unmarshal raw result", "cannot unmarshal number 1e400"),
+    ),
+    "prints-nan": Broken(
+        script="""echo '{{"cniVersion":"1.0.0","dns":NaN}}'""",
+        expect=("failed to unmarshal raw result: invalid character 'N'",),
+    ),
+    "prints-deep-nesting": Broken(
+        script="i=0; while [ $i -lt 1000 ]; do printf '['; i=$((i+1)); done",
+        expect=("failed to unmarshal raw result: exceeded max depth",),
+    ),
+    "deep-error-object": Broken(
+        script="""printf '{{"msg":'; """
+        "i=0; while [ $i -lt 1000 ]; do printf '['; i=$((i+1)); done; exit 1",
+        expect=("error parsing its diagnostic message", "exceeded max depth"),
+    ),
+    "floods-stderr": Broken(
+        script="head -c 40000000 /dev/zero >&2; exit 1",
+        expect=("wrote more than 16 MiB to stderr and was killed",),
+    ),
     "not-executable": Broken(
         script="exit 0",
         expect=("permission denied",),

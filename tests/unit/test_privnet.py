@@ -3,7 +3,10 @@ anything is created; no namespace is created here, so no root is needed."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,3 +83,21 @@ def test_plan_errors_name_what_is_wrong(
 def test_priv_net_run_needs_a_command(lab: Lab) -> None:
     with pytest.raises(UsageError, match="needs a command"):
         privnet.priv_net_run([], make_plan(lab))
+
+
+def test_the_session_lock_dir_is_private_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 13 item 3: lock dirs came out 0777 under root's umask 000.
+    monkeypatch.setattr(privnet, "LOCK_DIR", str(tmp_path / "run" / "cnirun" / "privnet"))
+    old = os.umask(0)
+    try:
+        fd = privnet._take_lock("cnirun-privnet-0123456789abcdef")
+    finally:
+        os.umask(old)
+    try:
+        assert privnet.is_live("cnirun-privnet-0123456789abcdef")
+    finally:
+        privnet._drop_lock("cnirun-privnet-0123456789abcdef", fd)
+    for directory in ("run", "run/cnirun", "run/cnirun/privnet"):
+        assert stat.S_IMODE((tmp_path / directory).stat().st_mode) == 0o700

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,4 +89,22 @@ def test_the_cli_reports_a_bad_variable_in_one_line_with_exit_125(argv: list[str
     assert proc.returncode == 125
     assert proc.stderr == (
         "cnirun: error: CNIRUN_STOP_TIMEOUT: 'abc' is not a non-negative number of seconds\n"
+    )
+
+
+def test_dirs_given_relative_to_a_detached_run_are_recorded_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 13 item 4: `cnirun -d --cni-path ./plugins ...` was recorded relative, and a later
+    # root `cnirun ps` elsewhere ran that directory's plugins/bridge.
+    from cnirun.dockerargs import parse_run_args
+
+    monkeypatch.chdir(tmp_path)
+    args = parse_run_args(["-d", "--cni-path", "./plugins:other/", "busybox"])
+    env = {"CNIRUN_CACHE_DIR": "cache", "CNIRUN_STATE_DIR": "./state"}
+    settings = Settings.load(env).with_flags(cni_path=args.cni_path)
+    assert settings.plugin_dirs == (str(tmp_path / "plugins"), str(tmp_path / "other"))
+    assert (settings.cache_dir, settings.state_dir) == (
+        str(tmp_path / "cache"),
+        str(tmp_path / "state"),
     )

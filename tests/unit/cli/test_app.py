@@ -159,3 +159,24 @@ def test_shell_completion(shell: str, tmp_path: Path) -> None:
     done, _ = probe([], tmp_path, _CNIRUN_COMPLETE=f"complete_{shell}", **COMPLETION_ENV[shell])
     assert done.returncode == 0, done.stderr
     assert "net" in done.stdout and "network" in done.stdout
+
+
+def test_an_error_line_escapes_control_characters(tmp_path: Path) -> None:
+    # Issue 13 item 9: a newline in a name made the one error line two.
+    done, _ = probe(["net", "add", "a\nb\rc", "/run/netns/none"], tmp_path)
+    assert done.returncode == 125
+    [line] = [ln for ln in done.stderr.splitlines() if not ln.startswith("LOADED=")]
+    assert "a\\nb\\rc" in line
+
+
+def test_deeply_nested_cap_args_are_one_error_line(tmp_path: Path) -> None:
+    # Issue 13 item 9: CAP_ARGS nested ~1000 deep gave a traceback.
+    (tmp_path / "net.d").mkdir()
+    (tmp_path / "net.d" / "n.conflist").write_text(
+        '{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "loopback"}]}'
+    )
+    argv = ["net", "del", "--cap-args", "[" * 1000, "n", "/proc/self/ns/net"]
+    done, _ = probe(argv, tmp_path, CNI_PATH=str(tmp_path / "no-plugins"))
+    assert done.returncode == 125
+    [line] = [ln for ln in done.stderr.splitlines() if not ln.startswith("LOADED=")]
+    assert line.startswith("cnirun: error: capability args (--cap-args / CAP_ARGS) are not valid")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from cnirun.cni import invoke
 from cnirun.cni.invoke import Args, RawExec, decode_failure, find_in_path, go_quote
 from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
 from tests.unit.cni.conftest import assert_no_leftover_cache
@@ -535,3 +537,99 @@ def test_empty_directory_entries_never_mean_the_current_directory(
     assert cni.plugin_dirs == (str(cni_env.bin_a),)
     cni.add_network_list(cni_env.network(), cni_env.rt())
     assert cni_env.calls()[0]["env"]["CNI_PATH"] == str(cni_env.bin_a)
+
+
+# -- bounds (issue 13 item 7) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_plugin_flooding_a_stream_is_killed_and_fails_clearly(
+    cni_env: CniEnv, monkeypatch: pytest.MonkeyPatch, stream: str
+) -> None:
+    # 100 MB on stderr took 1.2 GB and 45-98 s under the host-wide lock, then a 100 MB error.
+    monkeypatch.setattr(invoke, "MAX_OUTPUT_BYTES", 1 << 20)
+    script = cni_env.bin_a / "flood"
+    redirect = ">&2" if stream == "stderr" else ""
+    script.write_text(f"#!/bin/sh\nexec yes {redirect}\n")
+    script.chmod(0o755)
+    net = cni_env.network([{"type": "flood"}])
+    started = time.monotonic()
+    with pytest.raises(CNIError) as exc:
+        cni_env.cni(timeout=30, real_exec=True).add_network_list(net, cni_env.rt())
+    assert time.monotonic() - started < 10
+    assert str(exc.value) == (
+        f'plugin type="flood" failed (add): netplugin flood wrote more than 1 MiB to {stream} '
+        "and was killed"
+    )
+
+
+def test_a_long_error_output_is_quoted_only_in_part() -> None:
+    err = invoke.decode_failure(b"", b"x" * 100_000, "exit status 1")
+    assert str(err) == f'netplugin failed: "{"x" * 300}"... (100000 bytes): exit status 1'
+    err = invoke.decode_failure(b"y" * 5000, b"", "exit status 1")
+    quoted = f'"{"y" * 300}"... (5000 bytes)'
+    assert f"error parsing its diagnostic message {quoted}: " in str(err)
+
+
+def test_large_stdin_and_output_within_the_cap_pass_through(cni_env: CniEnv) -> None:
+    script = cni_env.bin_a / "echo"
+    script.write_text("#!/bin/sh\nexec cat\n")  # both pipes full at once: no deadlock
+    script.chmod(0o755)
+    env = dict(os.environ, **Args("ADD").environ())
+    stdin = b"{" + b" " * 5_000_000 + b"}"
+    assert RawExec().exec_plugin(str(script), stdin, env, 30) == stdin
+
+
+# -- plugins others could replace (issue 13 item 4) ------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["binary", "directory", "symlink target"])
+def test_a_plugin_others_can_write_is_refused(cni_env: CniEnv, tmp_path: Path, what: str) -> None:
+    (cni_env.bin_a / "fake").unlink(missing_ok=True)  # the fixture's symlink to the fake
+    if what == "symlink target":
+        target = tmp_path / "elsewhere" / "fake"
+        target.parent.mkdir()
+        target.write_bytes(cni_env.plugin("tmp", copy=True).read_bytes())
+        target.chmod(0o777)
+        (cni_env.bin_a / "fake").symlink_to(target)
+        unsafe = cni_env.bin_a / "fake"
+        mode = "0777"
+        shown = target
+    else:
+        plugin = cni_env.plugin(copy=True)
+        unsafe = plugin if what == "binary" else cni_env.bin_a
+        unsafe.chmod(0o775 if what == "binary" else 0o757)
+        mode = "0775" if what == "binary" else "0757"
+        shown = unsafe
+    net = cni_env.network()
+    with pytest.raises(PluginNotFoundError) as exc:
+        cni_env.cni().add_network_list(net, cni_env.rt())
+    assert str(exc.value) == (
+        f'plugin type="fake" failed (add): refusing plugin {cni_env.bin_a / "fake"}: '
+        f"{shown} is writable by group or others (mode {mode}): `chmod go-w {shown}`"
+    )
+    assert cni_env.calls() == []  # nothing ran
+    assert unsafe.exists()
+
+
+def test_a_100_mb_plugin_output_keeps_memory_bounded(tmp_path: Path) -> None:
+    # Issue 13 item 7: 100 MB of stderr took 1.2 GB of RSS; the bound is the 16 MiB cap.
+    script = tmp_path / "flood"
+    script.write_text("#!/bin/sh\nhead -c 100000000 /dev/zero | tr '\\0' x >&2\nexit 1\n")
+    script.chmod(0o755)
+    probe = (
+        "import os, resource, sys\n"
+        "from cnirun.cni.invoke import Args, RawExec\n"
+        "from cnirun.errors import CNIError\n"
+        "env = dict(os.environ, **Args('ADD').environ())\n"
+        "try:\n"
+        "    RawExec().exec_plugin(sys.argv[1], b'{}', env, 60)\n"
+        "except CNIError as e:\n"
+        "    print(len(str(e)), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(script)], capture_output=True, text=True, timeout=60
+    )
+    length, peak_kib = map(int, done.stdout.split())
+    assert length < 200
+    assert peak_kib < 200 * 1024

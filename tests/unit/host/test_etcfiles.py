@@ -3,6 +3,7 @@ mounts them into the workload (cnirun.sandbox.session, cnirun.docker.workload)."
 
 from __future__ import annotations
 
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -194,6 +195,8 @@ def etc_mounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> EtcMounts:
 
     monkeypatch.setattr(workload, "docker_cli", lambda: "/usr/bin/docker")
     monkeypatch.setattr(subprocess, "Popen", popen)
+    checked: list[str] = []  # each bind-mount source is checked first (see the tests below)
+    monkeypatch.setattr(etcfiles, "check_mount_source", checked.append)
 
     def mounts(files: str, argv: list[str]) -> list[str]:
         args = parse_run_args(argv)
@@ -208,8 +211,12 @@ def etc_mounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> EtcMounts:
         )
         run = session.Session(plan, _Docker(), _Store(files), None)  # type: ignore[arg-type]
         launched.clear()
+        checked.clear()
         assert run._run_workload(Infra("i" * 64, "infra", 1, "h", "")) == 0
         [cli] = launched
+        mounted = [a for a in cli if a.startswith((files, 'type=bind,"source=' + files))]
+        assert len(checked) == len(mounted)
+        assert all(source in flag for source, flag in zip(checked, mounted, strict=True))
         tail = len(args.workload_flags) + 1 + len(args.command)  # flags, image, command
         assert cli[:7] == [
             "/usr/bin/docker", "run", f"--network=container:{'i' * 64}",
@@ -274,3 +281,46 @@ def test_mount_targets(flags: list[str], targets: list[str]) -> None:
 )
 def test_read_only(flags: list[str], read_only: bool) -> None:
     assert parse_run_args([*flags, "busybox"]).read_only is read_only
+
+
+# -- never follow a symlink when writing as root (issue 13 item 2) ---------------------------
+
+
+def test_a_planted_etc_dir_symlink_is_refused(tmp_path: Path) -> None:
+    host_etc = tmp_path / "etc"
+    host_etc.mkdir()
+    (host_etc / "hosts").write_text("root's own")
+    (host_etc / "hosts").chmod(0o600)
+    planted = tmp_path / "sandboxes" / "x.etc"
+    planted.parent.mkdir()
+    planted.symlink_to(host_etc)
+    with pytest.raises(CnirunError, match=r"cannot write .*x.etc/hosts: .*x.etc is a symbolic"):
+        etcfiles.write(str(planted / "hosts"), "evil")
+    with pytest.raises(CnirunError, match="refusing to bind-mount"):
+        etcfiles.check_mount_source(str(planted / "hosts"))
+    assert (host_etc / "hosts").read_text() == "root's own"
+    assert stat.S_IMODE((host_etc / "hosts").stat().st_mode) == 0o600
+
+
+def test_a_planted_file_symlink_is_replaced_not_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    directory = tmp_path / "x.etc"
+    directory.mkdir()
+    (directory / "hosts").symlink_to(secret)
+    with pytest.raises(CnirunError, match="refusing to bind-mount .*is not a regular file"):
+        etcfiles.check_mount_source(str(directory / "hosts"))
+    etcfiles.write(str(directory / "hosts"), "127.0.0.1\tlocalhost\n")
+    assert secret.read_text() == "root only"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    etcfiles.check_mount_source(str(directory / "hosts"))  # now the file cnirun wrote
+
+
+def test_a_mount_source_others_can_write_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "x.etc"
+    etcfiles.write(str(directory / "hosts"), "x")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+    (directory / "hosts").chmod(0o666)
+    with pytest.raises(CnirunError, match="writable by group or others"):
+        etcfiles.check_mount_source(str(directory / "hosts"))

@@ -68,3 +68,19 @@ def test_the_scans_default_choice_is_what_default_resolves_to(lab: Lab) -> None:
     choice = select.scan(str(lab.netconf)).default_choice()
     assert choice is not None and choice.name == "late"
     assert lab.configs().default().name == "late"
+
+
+def test_a_network_with_an_invalid_name_is_named_when_passed_over(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 13 item 9: it was skipped silently, and the built-in default generated instead.
+    warned: list[str] = []
+    monkeypatch.setattr(select.log, "warning", lambda text, *args: warned.append(text % args))
+    monkeypatch.setattr(select, "_warned", set())
+    path = lab.write("10-bad.conflist", user_net("bad name"))
+    lab.write("05-loopback.conf", {"cniVersion": "1.0.0", "type": "loopback"})  # no name
+    assert is_builtin_default(lab.configs().default())
+    assert warned == [
+        f"not the default network: {path}: network name 'bad name' is not valid "
+        "(letters, digits, _ . - only)"
+    ]

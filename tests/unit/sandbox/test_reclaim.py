@@ -16,6 +16,8 @@ from cnirun.sandbox.records import RecordStore, SandboxRecord
 from cnirun.settings import Settings
 from tests.unit.conftest import CniEnv
 
+LIVE = "11" * 16
+
 
 class NoContainers:
     """A Docker engine with no container at all (gc must not need more of it here)."""
@@ -29,17 +31,17 @@ class NoContainers:
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RecordStore:
-    """The state dir, with one live sandbox ("live": its owner is this very process)."""
+    """The state dir, with one live sandbox (LIVE: its owner is this very process)."""
     # Keep gc away from this host's held namespaces and priv-net-run sessions.
     monkeypatch.setattr(netns, "list_held", lambda prefix: [])
     monkeypatch.setattr(privnet, "LOCK_DIR", str(tmp_path / "privnet"))
     store = RecordStore(str(tmp_path / "state"))
     store.save(
         SandboxRecord(
-            id="live",
-            infra_name="cnirun-infra-live",
-            netns_name="cnirun-live",
-            cache_dir="",
+            id=LIVE,
+            infra_name=f"cnirun-infra-{LIVE}",
+            netns_name=f"cnirun-{LIVE}",
+            cache_dir=str(tmp_path / "cache"),
             plugin_dirs=[],
             cni_timeout=10.0,
         )
@@ -67,7 +69,7 @@ def test_gc_dels_dead_cnirun_attachments_then_runs_cni_gc(
 ) -> None:
     net = cni_env.network(version="1.1.0")
     cni = cni_env.cni()
-    for cid in ("cnirun-dead", "cnirun-live", "other"):
+    for cid in ("cnirun-dead", f"cnirun-{LIVE}", "other"):
         cni.add_network_list(net, cni_env.rt(cid=cid))
     # The conflist changes after ADD: gc must still use what was cached.
     (cni_env.netconf / "50-net.conflist").unlink()
@@ -89,14 +91,14 @@ def test_gc_dels_dead_cnirun_attachments_then_runs_cni_gc(
     deleted, collected = cni_env.calls()
     assert deleted["env"]["CNI_CONTAINERID"] == "cnirun-dead"
     valid = [
-        {"containerID": "cnirun-live", "ifname": "eth0"},
+        {"containerID": f"cnirun-{LIVE}", "ifname": "eth0"},
         {"containerID": "other", "ifname": "eth0"},
     ]
     assert collected["stdin"]["cni.dev/valid-attachments"] == valid
     assert not cni_env.cache_file(cid="cnirun-dead").exists()
-    assert cni_env.cache_file(cid="cnirun-live").exists()
+    assert cni_env.cache_file(cid=f"cnirun-{LIVE}").exists()
     assert cni_env.cache_file(cid="other").exists()
-    assert store.ids() == ["live"]  # the live sandbox itself is left alone
+    assert store.ids() == [LIVE]  # the live sandbox itself is left alone
 
 
 def test_gc_leaves_1_0_networks_without_cni_gc(cni_env: CniEnv, store: RecordStore) -> None:
