@@ -23,6 +23,16 @@ def check_format(output: str) -> None:
         raise UsageError(f"unknown --format {output!r}: use table or json")
 
 
+# The Settings main() resolved for the command line being run (see `use_settings`).
+_current: list[Settings] = []
+
+
+def use_settings(settings: Settings) -> None:
+    """Make `settings` what `command_settings` builds on (main() calls it before dispatch;
+    typer's vendored click keeps its own context, out of plain click's reach)."""
+    _current[:] = [settings]
+
+
 def command_settings(
     *,
     netconf_dir: str | None = None,
@@ -31,12 +41,7 @@ def command_settings(
     cni_timeout: float | None = None,
 ) -> Settings:
     """The Settings `main()` resolved for this command line, with the command's flags on top."""
-    import click
-
-    context = click.get_current_context(silent=True)
-    base = context.find_root().obj if context is not None else None
-    if not isinstance(base, Settings):  # a command called outside main() (tests)
-        base = Settings.load()
+    base = _current[0] if _current else Settings.load()  # Settings.load: a call outside main()
     flags = (netconf_dir, cni_path, cache_dir, cni_timeout)
     if all(flag is None for flag in flags):
         return base

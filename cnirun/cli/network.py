@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 NAME = typer.Argument(..., help="Network name (also the file name, NAME.conflist).")
-NAMES = typer.Argument(..., help="Network name(s).")
+NAMES = typer.Argument(..., metavar="NETWORK", help="Network name(s).")
 DRIVER = typer.Option("bridge", "--driver", "-d", help="bridge, ptp, macvlan or ipvlan.")
 SUBNET = typer.Option(
     None, "--subnet", help="Subnet CIDR (repeatable) [default: a free /24 of 10.78.0.0/15]."

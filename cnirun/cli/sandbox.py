@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from cnirun.sandbox.records import RecordStore
 
 ALL = typer.Option(False, "--all", "-a", help="Show exited and orphaned sandboxes too.")
-REFS = typer.Argument(..., help="Workload container ID, name or unique prefix (or sandbox ID).")
+REFS = typer.Argument(
+    ..., metavar="SANDBOX", help="Workload container ID, name or unique prefix (or sandbox ID)."
+)
 FORCE = typer.Option(False, "--force", "-f", help="Remove a running sandbox (stops it first).")
 DRY_RUN = typer.Option(False, "--dry-run", help="Only print what would be reclaimed.")
 

@@ -8,6 +8,7 @@ weight pays off (image pulls with registry auth). cnirun.docker.endpoint says wh
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import urllib.parse
@@ -42,9 +43,19 @@ class Engine:
             else:
                 sock = socket.create_connection((url.hostname or "localhost", url.port or 2375))
                 sock.settimeout(TIMEOUT)
-        except OSError as e:
+        except PermissionError:
             raise EngineError(
-                0, f"cannot connect to the Docker daemon at {self.host}: {e.strerror or e}"
+                0,
+                "permission denied while trying to connect to the Docker daemon socket at "
+                f"{self.host}: cnirun needs root: run it with sudo",
+            ) from None
+        except OSError as e:
+            # Docker's own words; the reason only when it is not the usual one.
+            usual = e.errno in (errno.ENOENT, errno.ECONNREFUSED)
+            raise EngineError(
+                0,
+                f"Cannot connect to the Docker daemon at {self.host}. Is the docker daemon "
+                f"running?{'' if usual else f' ({e.strerror or e})'}",
             ) from None
         return sock
 

@@ -42,6 +42,13 @@ def _same_netns(pid: int) -> bool:
         raise DockerRuntimeError(f"cannot read the infra's network namespace: {e}") from None
 
 
+def _escaped(name: str) -> str:
+    """A name as one path segment of a request (`a/b:c` stays one segment)."""
+    import urllib.parse
+
+    return urllib.parse.quote(name, safe="")
+
+
 def connect(environ: Mapping[str, str]) -> Docker:
     """The Docker engine the docker CLI would use with this environment (nothing is sent yet).
 
@@ -88,6 +95,8 @@ class Docker:
         try:
             return self.engine.request(method, path, **kwargs)
         except engine.EngineError as e:
+            if e.status == 0:  # no daemon: Docker's own words say it all
+                raise DockerRuntimeError(e.message) from None
             raise DockerRuntimeError(f"cannot {doing}: {e.message}") from None
 
     def _try(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
@@ -98,7 +107,19 @@ class Docker:
         except engine.EngineError as e:
             if e.status in (304, 404, 409):
                 return e.status, e.message
+            if e.status == 0:
+                raise DockerRuntimeError(e.message) from None
             raise DockerRuntimeError(f"docker {method} {path}: {e.message}") from None
+
+    def image_exists(self, ref: str) -> bool:
+        """Whether the engine has image `ref` locally (nothing is pulled)."""
+        status, _ = self._try("GET", f"/images/{_escaped(ref)}/json")
+        return status == 200
+
+    def container_exists(self, name: str) -> bool:
+        """Whether a container of this name or ID exists (in any state)."""
+        status, _ = self._try("GET", f"/containers/{_escaped(name)}/json")
+        return status == 200
 
     def ensure_infra_image(
         self, image: str, pull_policy: str | None = None, display: PullDisplay | None = None
@@ -108,20 +129,20 @@ class Docker:
         `pull_policy` is `--pull` (see cnirun.docker.pull) and `display` shows the pull (None
         under `-q`); the built-in pause image is never pulled, whatever the policy.
         """
-        status, _ = self._try("GET", f"/images/{image}/json")
+        present = self.image_exists(image)
         if image != pause.PAUSE_IMAGE:
             from cnirun.docker import pull
 
             pull.ensure_image(
                 self.endpoint,
                 image,
-                present=status == 200,
+                present=present,
                 policy=pull_policy,
                 display=display,
                 role="infra image",
             )
             return
-        if status == 200:
+        if present:
             return
         log.debug("building %s", image)
         answer = self._call(

@@ -22,9 +22,23 @@ def docker_cli() -> str:
     return path
 
 
-def plain_argv(flags: Sequence[str], image: str, command: Sequence[str]) -> list[str]:
-    """`docker run` with no CNI at all (`--network host|none`)."""
-    return [docker_cli(), "run", *flags, image, *command]
+def exec_cli(args: Sequence[str], environ: Mapping[str, str]) -> None:
+    """Replace this process with `docker ARGS...`: signals, the terminal and the exit status
+    are then Docker's own (a child would be orphaned, its container left running, if cnirun
+    were killed).
+
+    Raises:
+        CnirunError: the docker CLI is missing or cannot be run.
+    """
+    import logging
+    import os
+
+    argv = [docker_cli(), *args]
+    logging.getLogger(__name__).debug("docker: %s", argv)
+    try:
+        os.execve(argv[0], argv, dict(environ))
+    except OSError as e:
+        raise CnirunError(f"cannot run {argv[0]}: {e.strerror or e}") from None
 
 
 def run_argv(

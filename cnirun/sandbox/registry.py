@@ -69,6 +69,14 @@ class Sandbox(NamedTuple):
                     found.append(result[key]["ip"])
         return found
 
+    @property
+    def workload_id(self) -> str:
+        return str((self.workload or {}).get("Id") or "")
+
+    def names(self) -> list[str]:
+        """The workload's container names (without Docker's leading "/")."""
+        return [n.lstrip("/") for n in (self.workload or {}).get("Names") or []]
+
     def row(self) -> dict[str, Any]:
         workload = self.workload or {}
         names = workload.get("Names") or [""]
@@ -127,20 +135,52 @@ def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[st
 
 
 def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
-    """A sandbox by workload ID, name or unique prefix, or by sandbox ID (prefix)."""
+    """A sandbox by workload ID, name or unique prefix, or by sandbox ID (prefix).
+
+    Raises:
+        UsageError: none matches (the message lists the sandboxes and the closest name), or
+            several do.
+    """
     sandboxes, _ = load_all(docker, store)
     matches = []
     for sandbox in sandboxes:
-        workload = sandbox.workload or {}
-        names = [n.lstrip("/") for n in workload.get("Names") or []]
-        ids = [workload.get("Id", ""), sandbox.record.id]
-        if ref in names or any(i and i.startswith(ref) for i in ids):
+        ids = [sandbox.workload_id, sandbox.record.id]
+        if ref in sandbox.names() or any(i and i.startswith(ref) for i in ids):
             matches.append(sandbox)
     if not matches:
-        raise UsageError(f"no such sandbox: {ref}")
+        names = [s.names()[0] if s.names() else s.record.id[:12] for s in sandboxes]
+        raise UsageError(f"no such sandbox: {ref}" + suggestion(ref, names, "sandboxes"))
     if len(matches) > 1:
         raise UsageError(f"{ref} matches {len(matches)} sandboxes: use a longer prefix")
     return matches[0]
+
+
+def suggestion(word: str, known: list[str], what: str) -> str:
+    """` (did you mean "x"? sandboxes: a, b)`: what exists, the closest first; "" if none."""
+    import difflib
+
+    if not known:
+        return f" (there are no {what})"
+    close = difflib.get_close_matches(word, known, n=1)
+    listed = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
+    hint = f'did you mean "{close[0]}"? ' if close else ""
+    return f" ({hint}{what}: {listed})"
+
+
+def workload_id(sandbox: Sandbox) -> str:
+    """The ID of a sandbox's workload container.
+
+    Raises:
+        UsageError: it has none (still starting, or removed).
+    """
+    if not sandbox.workload_id:
+        raise UsageError(f"sandbox {sandbox.record.id[:12]} has no workload container")
+    return sandbox.workload_id
+
+
+def opened(settings: Settings) -> tuple[Docker, RecordStore]:
+    """The engine and the records the sandbox commands work on (nothing is sent yet)."""
+    return connect(settings.environ), RecordStore(settings.state_dir)
 
 
 def remove(

@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     free_port,
     http_get,
     ipv4_of,
+    one_error_line,
     read_line,
     sh,
     wait_for,
@@ -333,7 +334,10 @@ def test_unreachable_docker_creates_nothing(rig: Harness) -> None:
     env = rig.env(DOCKER_HOST=f"unix://{rig.tmp}/no-docker.sock")
     run = rig.run("--rm", IMAGE, "true", env=env)
     assert run.returncode == 125, run.explain()
-    assert "cannot connect to the Docker daemon" in run.stderr, run.explain()
+    assert one_error_line(run.stderr) == (
+        f"cnirun: error: Cannot connect to the Docker daemon at unix://{rig.tmp}/no-docker.sock."
+        " Is the docker daemon running?"
+    ), run.explain()
     rig.assert_nothing_created(run)
 
 
