@@ -75,8 +75,9 @@ COMMANDS: dict[str, Command] = {
 SUBCOMMANDS = frozenset(COMMANDS)
 TYPER_OPTIONS = frozenset({"--help", "--version", "--install-completion", "--show-completion"})
 # Commands that do not reconcile first: gc does it all itself, doctor never changes anything,
-# a run reconciles in its session; version and help need no state.
-NO_RECONCILE = frozenset({"gc", "doctor", "run", "version", "help"})
+# version needs no state. Raw commands never do: a run reconciles in its session, and the
+# Docker verbs must still find a sandbox whose workload just exited (`wait`, `logs`).
+NO_RECONCILE = frozenset({"gc", "doctor", "version"})
 
 
 class UnknownCommandError(UsageError):
@@ -256,13 +257,13 @@ def main(argv: Sequence[str]) -> int:
             if refused is not None:
                 return refused
         return _raw(COMMANDS["run"], args, settings)  # `cnirun [OPTIONS] IMAGE ...`
+    entry = COMMANDS.get(first or "")
+    if first is not None and entry is not None and entry.raw:
+        return _raw(entry, args[args.index(first) + 1 :], settings)
     if first in SUBCOMMANDS - NO_RECONCILE and "--help" not in args:
         from cnirun.sandbox.registry import reconcile_quietly
 
         reconcile_quietly(settings)  # detached sandboxes whose workload ended are reclaimed
-    entry = COMMANDS.get(first or "")
-    if first is not None and entry is not None and entry.raw:
-        return _raw(entry, args[args.index(first) + 1 :], settings)
     return _typer(args, settings)
 
 

@@ -104,7 +104,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
         execs.append(list(args))
 
     monkeypatch.setattr(registry, "find", find)
-    monkeypatch.setattr(registry, "reconcile_quietly", lambda settings: None)
+    monkeypatch.setattr(registry, "reconcile_quietly", lambda settings: pytest.fail("reconciled"))
     monkeypatch.setattr(workload, "exec_cli", exec_cli)
     return execs
 
