@@ -91,6 +91,13 @@ class SettingsError(UsageError):
     """Raised when an environment variable or flag that cnirun reads has an unusable value."""
 
 
+class NeedsRootError(CnirunError):
+    """Raised when cnirun lacks the privileges a command needs (it does not run as root)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("cnirun needs root: run it with sudo" + (f" ({detail})" if detail else ""))
+
+
 class MultiError(CnirunError):
     """Several independent failures, reported together: CNI DEL and GC, teardown and `gc`
     keep going after an error and say everything that went wrong at the end."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from cnirun import __version__
-from cnirun.cli.output import report, say, setup_logging, system_error
+from cnirun.cli.output import report, require_root, say, setup_logging, system_error
 from cnirun.errors import CnirunError, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class Command(NamedTuple):
     attribute: str
     context: dict[str, Any] | None = None
     raw: bool = False
+    root: bool = False  # refused up front when cnirun is not root (`run` checks itself)
 
 
 # The one command table. A first word that is none of these is an image when it clearly is
@@ -60,13 +61,13 @@ COMMANDS: dict[str, Command] = {
     "top": Command("cnirun.cli.verbs", "top", raw=True),
     "wait": Command("cnirun.cli.verbs", "wait", raw=True),
     "kill": Command("cnirun.cli.verbs", "kill", raw=True),
-    "stop": Command("cnirun.cli.sandbox", "stop"),
-    "rm": Command("cnirun.cli.sandbox", "rm"),
-    "gc": Command("cnirun.cli.sandbox", "gc"),
+    "stop": Command("cnirun.cli.sandbox", "stop", root=True),
+    "rm": Command("cnirun.cli.sandbox", "rm", root=True),
+    "gc": Command("cnirun.cli.sandbox", "gc", root=True),
     "network": Command("cnirun.cli.network", "app"),
     "net": Command("cnirun.cli.net", "app"),
     "priv-net-run": Command(
-        "cnirun.cli.privnet", "priv_net_run", {"allow_interspersed_args": False}
+        "cnirun.cli.privnet", "priv_net_run", {"allow_interspersed_args": False}, root=True
     ),
     "doctor": Command("cnirun.cli.doctor", "doctor"),
     "version": Command("cnirun.cli.version", "version"),
@@ -258,6 +259,10 @@ def main(argv: Sequence[str]) -> int:
                 return refused
         return _raw(COMMANDS["run"], args, settings)  # `cnirun [OPTIONS] IMAGE ...`
     entry = COMMANDS.get(first or "")
+    if entry is not None and entry.root and "--help" not in args:
+        refused = _guarded(require_root)
+        if refused is not None:
+            return refused
     if first is not None and entry is not None and entry.raw:
         return _raw(entry, args[args.index(first) + 1 :], settings)
     if first in SUBCOMMANDS - NO_RECONCILE and "--help" not in args:

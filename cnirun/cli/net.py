@@ -16,7 +16,7 @@ import typer
 
 from cnirun.cli.app import command, register
 from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
-from cnirun.cli.output import json_out, say
+from cnirun.cli.output import json_out, require_root, say
 from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
@@ -152,6 +152,7 @@ def _on_netns(
         cache_dir: str | None = CACHE_DIR,
         timeout: float = TIMEOUT,
     ) -> None:
+        require_root()
         target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
         operation(target, _runtime(target, netns, must_exist, ifname, container_id, args, cap_args))
 
@@ -232,6 +233,7 @@ def gc(
         if not sep or not cid or not ifname:
             raise UsageError(f'invalid --valid "{item}": expected CONTAINERID/IFNAME')
         attachments.append((cid, ifname))
+    require_root()
     target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
     target.cni.gc_network_list(target.net, attachments)
 

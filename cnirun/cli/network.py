@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from cnirun.cli.app import command
 from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
-from cnirun.cli.output import json_out, say, table, warn
+from cnirun.cli.output import json_out, require_root, say, table, warn
 from cnirun.cni.api import CNIConfig
 from cnirun.errors import CnirunError
 from cnirun.netconf import manage
@@ -57,6 +59,14 @@ def _configs(netconf_dir: str | None, cni_path: str | None) -> Configs:
     return configs_for(settings, cni, docker)
 
 
+def _writable(configs: Configs) -> Configs:
+    """The configs, once their directory is known to be writable (or cnirun is root)."""
+    directory = configs.directory
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK):
+        require_root(f"{directory} is not writable")
+    return configs
+
+
 @command(app, "create")
 def create(
     name: str = NAME,
@@ -91,7 +101,7 @@ def create(
         labels=label or [],
         cni_version=cni_version,
     )
-    manage.create_network(_configs(netconf_dir, cni_path), req)
+    manage.create_network(_writable(_configs(netconf_dir, cni_path)), req)
     say(name)
 
 
@@ -145,7 +155,7 @@ def rm(
     netconf_dir: str | None = NETCONF_DIR,
 ) -> None:
     """Remove networks cnirun created (refused while attachments exist, unless --force)."""
-    configs = _configs(netconf_dir, None)
+    configs = _writable(_configs(netconf_dir, None))
     for name in names:
         manage.remove_network(configs, name, force)
         say(name)

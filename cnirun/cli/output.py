@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from cnirun.errors import CnirunError
+from cnirun.errors import CnirunError, NeedsRootError
 
 # ERROR records are --debug's tracebacks; errors themselves are printed by `report`.
 _PREFIX = {logging.DEBUG: "DEBUG: ", logging.INFO: "", logging.WARNING: "warning: "}
@@ -49,9 +49,23 @@ def setup_logging(debug: bool) -> None:
 
 
 def system_error(error: OSError) -> CnirunError:
-    """A system error nothing more specific caught, as one line (never a traceback)."""
+    """A system error nothing more specific caught, as one line (never a traceback); a
+    permission refused to a user who is not root says what to do about it."""
     text = error.strerror or str(error)
-    return CnirunError(f"{text}: {error.filename}" if error.filename else text)
+    line = f"{text}: {error.filename}" if error.filename else text
+    if isinstance(error, PermissionError) and os.geteuid() != 0:
+        return NeedsRootError(line)
+    return CnirunError(line)
+
+
+def require_root(detail: str = "") -> None:
+    """Refuse, in one line, a command that cannot work without root when cnirun is not root.
+
+    Raises:
+        NeedsRootError: this process is not root.
+    """
+    if os.geteuid() != 0:
+        raise NeedsRootError(detail)
 
 
 def report(error: BaseException) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from cnirun.cli.output import report, say, setup_logging, warn
+from cnirun.cli.output import report, require_root, say, setup_logging, warn
 from cnirun.errors import UsageError
 from cnirun.settings import DEFAULT_CNI_TIMEOUT, Settings
 
@@ -63,6 +63,8 @@ def run(argv: list[str], settings: Settings) -> int:
     settings = settings.with_flags(
         netconf_dir=args.netconf_dir, cni_path=args.cni_path, cni_timeout=args.cni_timeout
     )
+    if not args.docker_network:
+        require_root("CNI plugins and network namespaces need it")
     docker = connect(settings.environ)
     if args.docker_network:
         sys.stdout.flush()

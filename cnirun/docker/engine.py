@@ -46,8 +46,8 @@ class Engine:
         except PermissionError:
             raise EngineError(
                 0,
-                "permission denied while trying to connect to the Docker daemon socket at "
-                f"{self.host}: cnirun needs root: run it with sudo",
+                "cnirun needs root: run it with sudo (permission denied on the Docker daemon "
+                f"socket at {self.host})",
             ) from None
         except OSError as e:
             # Docker's own words; the reason only when it is not the usual one.
