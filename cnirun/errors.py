@@ -98,6 +98,25 @@ class NeedsRootError(CnirunError):
         super().__init__("cnirun needs root: run it with sudo" + (f" ({detail})" if detail else ""))
 
 
+def closest(word: str, known: Sequence[str]) -> str | None:
+    """The known word most like `word` (a typo's likely meaning), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(word, list(known), n=1)
+    return found[0] if found else None
+
+
+def suggestion(word: str, known: Sequence[str], what: str) -> str:
+    """` (did you mean "x"? sandboxes: a, b)` for a name that was not found: the closest
+    known name and what exists (the first ten), for the end of a not-found message."""
+    if not known:
+        return f" (there are no {what})"
+    near = closest(word, known)
+    listed = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
+    hint = f'did you mean "{near}"? ' if near else ""
+    return f" ({hint}{what}: {listed})"
+
+
 class MultiError(CnirunError):
     """Several independent failures, reported together: CNI DEL and GC, teardown and `gc`
     keep going after an error and say everything that went wrong at the end."""

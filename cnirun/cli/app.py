@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from cnirun import __version__
 from cnirun.cli.output import report, require_root, say, setup_logging, system_error
-from cnirun.errors import CnirunError, ExitCode, UsageError
+from cnirun.errors import CnirunError, ExitCode, UsageError, closest
 
 if TYPE_CHECKING:
     import typer
@@ -281,10 +281,8 @@ def _not_a_command(word: str, settings: Settings) -> int | None:
 
     if connect(settings.environ).image_exists(word):
         return None
-    import difflib
-
-    close = difflib.get_close_matches(word, sorted(COMMANDS), n=1)
-    advice = f"Did you mean '{close[0]}'?" if close else "See 'cnirun --help'."
+    near = closest(word, sorted(COMMANDS))
+    advice = f"Did you mean '{near}'?" if near else "See 'cnirun --help'."
     raise UnknownCommandError(
         f"'{word}' is not a cnirun command, nor a local image"
         f" (`cnirun run {word}` pulls and runs one).\n{advice}"

@@ -20,7 +20,7 @@ from cnirun.docker.runtime import (
     Docker,
     connect,
 )
-from cnirun.errors import CnirunError, UsageError
+from cnirun.errors import CnirunError, UsageError, suggestion
 from cnirun.host.etcfiles import ETC_FILES
 from cnirun.sandbox.records import RecordStore, SandboxRecord
 from cnirun.sandbox.teardown import teardown
@@ -153,18 +153,6 @@ def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
     if len(matches) > 1:
         raise UsageError(f"{ref} matches {len(matches)} sandboxes: use a longer prefix")
     return matches[0]
-
-
-def suggestion(word: str, known: list[str], what: str) -> str:
-    """` (did you mean "x"? sandboxes: a, b)`: what exists, the closest first; "" if none."""
-    import difflib
-
-    if not known:
-        return f" (there are no {what})"
-    close = difflib.get_close_matches(word, known, n=1)
-    listed = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
-    hint = f'did you mean "{close[0]}"? ' if close else ""
-    return f" ({hint}{what}: {listed})"
 
 
 def workload_id(sandbox: Sandbox) -> str:

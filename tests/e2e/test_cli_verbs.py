@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.harness import LABEL_SANDBOX, Harness, free_port, sh, wait_for
+from tests.e2e.harness import LABEL_SANDBOX, Harness, free_port, one_error_line, sh, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -97,4 +97,22 @@ def test_version_names_docker_and_the_plugins(rig: Harness) -> None:
     assert any(ln.startswith("docker engine:") and engine in ln for ln in lines), run.stdout
     assert any(ln.startswith("docker client:") for ln in lines), run.stdout
     assert any(ln.startswith("CNI plugin:") and "/usr/lib/cni/bridge" in ln for ln in lines)
+    rig.assert_clean()
+
+
+def test_network_errors_say_what_exists(rig: Harness) -> None:
+    net = rig.network()
+    typo = rig.run("--rm", "--network", net.name + "x", *rig.label, "busybox", "true")
+    assert typo.returncode == 125, typo.explain()
+    line = one_error_line(typo.stderr)
+    assert f'did you mean "{net.name}"? networks: {net.name})' in line, line
+    assert line.endswith("see `cnirun network ls`")
+    rig.assert_nothing_created(typo)
+    for docker_name in ("bridge", "default"):
+        run = rig.run("--rm", "--network", docker_name, *rig.label, "busybox", "true")
+        assert run.returncode == 125, run.explain()
+        line = one_error_line(run.stderr)
+        assert "cnirun's networks are CNI configs, not Docker networks" in line, line
+        assert "`cnirun network ls`" in line
+        rig.assert_nothing_created(run)
     rig.assert_clean()
