@@ -7,8 +7,9 @@ import os
 import typer
 
 from cnirun.cli.app import command
-from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
-from cnirun.cli.output import json_out, require_root, say, table, warn
+from cnirun.cli.common import CNI_PATH, NETCONF_DIR, command_settings
+from cnirun.cli.listing import emit, parse_format
+from cnirun.cli.output import json_out, require_root, say, warn
 from cnirun.cni.api import CNIConfig
 from cnirun.errors import CnirunError
 from cnirun.netconf import manage
@@ -41,6 +42,10 @@ LABEL = typer.Option(None, "--label", help="KEY=VALUE (repeatable).")
 CNI_VERSION = typer.Option(
     None, "--cni-version", help="[default: the newest all its plugins support]"
 )
+LS_FORMAT = typer.Option(
+    "table", "--format", help="table, json, or a template: '{{.name}}\\t{{.subnets}}'."
+)
+QUIET = typer.Option(False, "--quiet", "-q", help="Only print network names.")
 FORCE = typer.Option(
     False, "--force", "-f", help="Also remove files cnirun did not create, or in use."
 )
@@ -107,31 +112,42 @@ def create(
 
 @command(app, "ls")
 def ls(
-    output: str = FORMAT,
+    output: str = LS_FORMAT,
+    quiet: bool = QUIET,
     netconf_dir: str | None = NETCONF_DIR,
 ) -> None:
-    """List the networks of the config dir (files that do not load are reported on stderr)."""
-    check_format(output)
+    """List the networks of the config dir (files that do not load are reported on stderr).
+
+    A template may use the JSON's keys (.name .driver .subnets .cniVersion .default
+    .createdByCnirun .file .created) and Docker's .Name and .Driver.
+
+    \b
+    Examples:
+      cnirun network ls
+      cnirun network ls -q
+      cnirun network ls --format '{{.name}} {{join .subnets " "}}'
+    """
+    form = parse_format(output)
     rows, errors = manage.list_networks(_configs(netconf_dir, None))
     for error in errors:
         warn(error)
-    if output == "json":
-        json_out(rows)
+    if quiet:
+        for row in rows:
+            say(row["name"])
         return
-    header = ("NAME", "DRIVER", "SUBNETS", "CNIVERSION", "DEFAULT", "CREATED BY", "FILE")
-    table(
-        header,
-        (
-            (
-                row["name"],
-                row["driver"],
-                ",".join(row["subnets"]) or "-",
-                row["cniVersion"] or "-",
-                "*" if row["default"] else "",
-                "cnirun" if row["createdByCnirun"] else "-",
-                row["file"],
-            )
-            for row in rows
+    emit(
+        form,
+        [{**row, "Name": row["name"], "Driver": row["driver"]} for row in rows],
+        json_rows=lambda: rows,
+        header=("NAME", "DRIVER", "SUBNETS", "CNIVERSION", "DEFAULT", "CREATED BY", "FILE"),
+        cells=lambda row: (
+            row["name"],
+            row["driver"],
+            ",".join(row["subnets"]) or "-",
+            row["cniVersion"] or "-",
+            "*" if row["default"] else "",
+            "cnirun" if row["createdByCnirun"] else "-",
+            row["file"],
         ),
         gap="  ",
     )

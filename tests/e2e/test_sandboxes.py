@@ -53,7 +53,7 @@ def test_detached_sandbox_lifecycle(rig: Harness, net: Net) -> None:
     address = rows[0]["addresses"][0]
     assert address.startswith(str(net.subnet).rsplit(".", 2)[0])
     table = rig.run("ps")
-    assert name in table.stdout and "running" in table.stdout
+    assert name in table.stdout and " Up " in table.stdout  # docker's STATUS
 
     details = json.loads(rig.run("inspect", workload_id[:10]).stdout)[0]
     assert details["workloadId"] == workload_id
