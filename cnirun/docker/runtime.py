@@ -116,10 +116,10 @@ class Docker:
         status, _ = self._try("GET", f"/images/{_escaped(ref)}/json")
         return status == 200
 
-    def container_exists(self, name: str) -> bool:
-        """Whether a container of this name or ID exists (in any state)."""
-        status, _ = self._try("GET", f"/containers/{_escaped(name)}/json")
-        return status == 200
+    def container_id(self, name: str) -> str | None:
+        """The ID of the container of this name or ID (in any state), or None."""
+        status, answer = self._try("GET", f"/containers/{_escaped(name)}/json")
+        return str(answer.get("Id") or name) if status == 200 and isinstance(answer, dict) else None
 
     def ensure_infra_image(
         self, image: str, pull_policy: str | None = None, display: PullDisplay | None = None

@@ -56,6 +56,7 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
     Raises:
         CnirunError: for the first problem found, naming the network, file or flag.
     """
+    check_workload(args, docker)
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=settings.cni_timeout)
     nets = configs_for(settings, cni, docker).resolve(args.networks)
     plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
@@ -80,6 +81,26 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
         infra_image=args.infra_image or PAUSE_IMAGE,
         ports=ports,
     )
+
+
+def check_workload(args: RunArgs, docker: Docker) -> None:
+    """What Docker would refuse the workload for, found before the infra exists: a container
+    name in use, an image that is missing while `--pull=never` forbids pulling it. (A missing
+    image is otherwise pulled by the workload's own `docker run`, with Docker's display.)
+
+    Raises:
+        UsageError: in Docker's words.
+    """
+    if args.name:
+        holder = docker.container_id(args.name)
+        if holder is not None:
+            raise UsageError(
+                f'Conflict. The container name "/{args.name}" is already in use by container'
+                f' "{holder}". You have to remove (or rename) that container to be able to'
+                " reuse that name."
+            )
+    if args.pull == "never" and not docker.image_exists(args.image):
+        raise UsageError(f"No such image: {args.image} (and --pull=never forbids pulling it)")
 
 
 def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: str) -> NetworkPlan:

@@ -116,3 +116,23 @@ def test_network_errors_say_what_exists(rig: Harness) -> None:
         assert "`cnirun network ls`" in line
         rig.assert_nothing_created(run)
     rig.assert_clean()
+
+
+def test_what_docker_would_refuse_is_found_before_anything_exists(rig: Harness) -> None:
+    """Issue 14, item 4: a container name in use and an image missing under --pull=never."""
+    rig.network()
+    name = rig.name()
+    sh("docker", "create", "--name", name, *rig.label, "busybox", "true")
+    taken = rig.run("--rm", "--name", name, *rig.label, "busybox", "true", debug=True)
+    assert taken.returncode == 125, taken.explain()
+    assert one_error_line(taken.stderr).startswith(
+        f'cnirun: error: Conflict. The container name "/{name}" is already in use'
+    )
+    sh("docker", "rm", name)
+    rig.assert_nothing_created(taken)
+    missing = rig.run("--rm", "--pull=never", *rig.label, f"busybox:no-{rig.tag}", "true",
+                      debug=True)  # fmt: skip
+    assert missing.returncode == 125, missing.explain()
+    assert f"No such image: busybox:no-{rig.tag}" in one_error_line(missing.stderr)
+    rig.assert_nothing_created(missing)
+    rig.assert_clean()
