@@ -1,9 +1,10 @@
 """The command line: the one command table, dispatch, and the one place errors become exit codes.
 
 `cnirun [docker run flags] IMAGE [COMMAND...]` (and `cnirun run ...`) go to the run parser
-(cnirun.cli.run) without importing typer; every word of COMMANDS is a typer command. A
-command raises CnirunError (or OSError) for a failure and may return a non-zero exit code;
-`_mapped` turns both into one stderr line and the status, for every command alike.
+(cnirun.cli.run) without importing typer, as do the other `raw` words of COMMANDS (the Docker
+verbs, `help`); every other word is a typer command. A command raises CnirunError (or
+OSError) for a failure and may return a non-zero exit code; `_mapped` (typer commands) and
+`_guarded` (raw ones) turn both into one stderr line and the status, for every command alike.
 """
 
 from __future__ import annotations
