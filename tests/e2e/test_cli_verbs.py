@@ -135,4 +135,14 @@ def test_what_docker_would_refuse_is_found_before_anything_exists(rig: Harness) 
     assert missing.returncode == 125, missing.explain()
     assert f"No such image: busybox:no-{rig.tag}" in one_error_line(missing.stderr)
     rig.assert_nothing_created(missing)
+    # --ip outside the host-local range of the network's config.
+    network = rig.netname()
+    conf = rig.simple_bridge(network, rig.bridge())
+    conf["plugins"][0]["capabilities"] = {"ips": True}
+    rig.write(f"20-{network}.conflist", conf)
+    outside = rig.run("--rm", "--network", network, "--ip", "192.0.2.1", *rig.label,
+                      "busybox", "true", debug=True)  # fmt: skip
+    assert outside.returncode == 125, outside.explain()
+    assert "--ip 192.0.2.1 is outside the address range of network" in outside.stderr
+    rig.assert_nothing_created(outside)
     rig.assert_clean()

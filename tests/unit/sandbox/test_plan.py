@@ -57,3 +57,35 @@ def test_nothing_is_asked_without_a_name_or_pull_never() -> None:
     docker = FakeDocker({}, set())
     check(["--rm", "busybox", "true"], docker)
     assert docker.asked == []
+
+
+def network(ipam: dict[str, Any]) -> Any:
+    import json
+
+    from cnirun.cni.config import list_from_bytes
+
+    conf = {"cniVersion": "1.0.0", "name": "n1", "plugins": [
+        {"type": "bridge", "ipam": ipam, "capabilities": {"ips": True}}]}  # fmt: skip
+    return list_from_bytes(json.dumps(conf).encode())
+
+
+@pytest.mark.parametrize(
+    ("ipam", "ip", "fits"),
+    [
+        ({"type": "host-local", "subnet": "10.9.0.0/24"}, "10.9.0.7", True),
+        ({"type": "host-local", "subnet": "10.9.0.0/24"}, "10.9.1.7", False),
+        ({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.100",
+                                             "rangeEnd": "10.9.0.150"}]]}, "10.9.0.7", False),
+        ({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "fd00::/64"}]]},
+         "fd00::5", True),
+        ({"type": "host-local", "ranges": [[{"subnet": "fd00::/64"}]]}, "10.1.1.1", True),  # no v4
+        ({"type": "dhcp"}, "10.1.1.1", True),  # ranges unknown: the plugin decides
+    ],
+)  # fmt: skip
+def test_ip_must_fit_the_host_local_ranges(ipam: dict[str, Any], ip: str, fits: bool) -> None:
+    net = network(ipam)
+    if fits:
+        plan.check_ips(net, [ip])
+    else:
+        with pytest.raises(UsageError, match=rf"^--ip {ip} is outside the address range of"):
+            plan.check_ips(net, [ip])
