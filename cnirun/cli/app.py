@@ -244,6 +244,9 @@ def main(argv: Sequence[str]) -> int:
     from cnirun.settings import Settings
 
     args = list(argv)
+    if args == ["--version"]:  # the answer needs neither settings nor typer
+        say(f"cnirun version {__version__}")
+        return ExitCode.SUCCESS
     words = [a for a in args if a != "--debug"]
     first = words[0] if words else None
     try:

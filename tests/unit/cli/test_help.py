@@ -198,3 +198,11 @@ def test_no_daemon_to_ask_is_one_line(runs: Runs, capsys: pytest.CaptureFixture[
     assert code == 125 and runs.argvs == []
     assert err.startswith("cnirun: error: Cannot connect to the Docker daemon at unix://")
     assert err.rstrip().endswith("Is the docker daemon running?") and len(err.splitlines()) == 1
+
+
+def test_version_loads_no_typer(tmp_path: Path) -> None:
+    from tests.unit.cli.test_app import probe
+
+    done, loaded = probe(["--version"], tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("cnirun version ")
+    assert "typer" not in loaded
