@@ -48,3 +48,39 @@ def command_settings(
     return base.with_flags(
         netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir, cni_timeout=cni_timeout
     )
+
+
+# -- shell completion (typer calls these with the word being completed) ----------------------
+
+
+def complete_sandboxes(incomplete: str) -> list[str]:
+    """Sandbox names (and IDs of unnamed ones) for <TAB>; nothing when Docker cannot say."""
+    from cnirun.errors import CnirunError
+    from cnirun.sandbox import registry
+
+    try:
+        found, _ = registry.load_all(*registry.opened(command_settings()))
+    except (CnirunError, OSError):
+        return []
+    words = [(s.names() or [s.record.id[:12]])[0] for s in found]
+    return sorted(w for w in words if w.startswith(incomplete))
+
+
+def complete_networks(incomplete: str) -> list[str]:
+    """The network names of the config dir, for <TAB>."""
+    from cnirun.errors import CnirunError
+    from cnirun.netconf.select import scan
+
+    try:
+        networks = scan(command_settings().netconf_dir).networks
+    except (CnirunError, OSError):
+        return []
+    return sorted({n.name for n in networks if n.name and n.name.startswith(incomplete)})
+
+
+FORMATS = ("table", "json", "{{.Names}}", "table {{.Names}}\\t{{.Status}}")
+
+
+def complete_formats(incomplete: str) -> list[str]:
+    """`--format` values, for <TAB>."""
+    return [f for f in FORMATS if f.startswith(incomplete)]

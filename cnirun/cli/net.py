@@ -15,7 +15,14 @@ from typing import Any, NamedTuple
 import typer
 
 from cnirun.cli.app import command, register
-from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
+from cnirun.cli.common import (
+    CNI_PATH,
+    FORMAT,
+    NETCONF_DIR,
+    check_format,
+    command_settings,
+    complete_networks,
+)
 from cnirun.cli.output import json_out, require_root, say
 from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
@@ -31,7 +38,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-NETWORK = typer.Argument(..., help="Network name, as in a config file's `name`.")
+NETWORK = typer.Argument(
+    ..., autocompletion=complete_networks, help="Network name, as in a config file's `name`."
+)
 NETNS = typer.Argument(..., help="Network namespace path (or a name in /run/netns).")
 IFNAME = typer.Option(None, "--ifname", help="Interface name [env CNI_IFNAME, default eth0].")
 CONTAINER_ID = typer.Option(

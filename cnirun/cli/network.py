@@ -7,7 +7,13 @@ import os
 import typer
 
 from cnirun.cli.app import command
-from cnirun.cli.common import CNI_PATH, NETCONF_DIR, command_settings
+from cnirun.cli.common import (
+    CNI_PATH,
+    NETCONF_DIR,
+    command_settings,
+    complete_formats,
+    complete_networks,
+)
 from cnirun.cli.listing import emit, parse_format
 from cnirun.cli.output import json_out, require_root, say, warn
 from cnirun.cni.api import CNIConfig
@@ -24,7 +30,9 @@ app = typer.Typer(
 )
 
 NAME = typer.Argument(..., help="Network name (also the file name, NAME.conflist).")
-NAMES = typer.Argument(..., metavar="NETWORK", help="Network name(s).")
+NAMES = typer.Argument(
+    ..., metavar="NETWORK", autocompletion=complete_networks, help="Network name(s)."
+)
 DRIVER = typer.Option("bridge", "--driver", "-d", help="bridge, ptp, macvlan or ipvlan.")
 SUBNET = typer.Option(
     None, "--subnet", help="Subnet CIDR (repeatable) [default: a free /24 of 10.78.0.0/15]."
@@ -43,7 +51,10 @@ CNI_VERSION = typer.Option(
     None, "--cni-version", help="[default: the newest all its plugins support]"
 )
 LS_FORMAT = typer.Option(
-    "table", "--format", help="table, json, or a template: '{{.name}}\\t{{.subnets}}'."
+    "table",
+    "--format",
+    autocompletion=complete_formats,
+    help="table, json, or a template: '{{.name}}\\t{{.subnets}}'."
 )
 QUIET = typer.Option(False, "--quiet", "-q", help="Only print network names.")
 FORCE = typer.Option(

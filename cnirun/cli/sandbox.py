@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cnirun.cli.common import command_settings
+from cnirun.cli.common import command_settings, complete_formats, complete_sandboxes
 from cnirun.cli.listing import Template, ago, emit, parse_filters, parse_format, rfc3339
 from cnirun.cli.output import json_out, say
 from cnirun.errors import MultiError
@@ -24,13 +24,19 @@ FILTER = typer.Option(
     None, "--filter", "-f", help="name=, network=, status=, label=KEY[=VALUE] or id= (repeatable)."
 )
 PS_FORMAT = typer.Option(
-    "table", "--format", help="table, json, or a template: 'table {{.Names}}\\t{{.Ports}}'."
+    "table",
+    "--format",
+    autocompletion=complete_formats,
+    help="table, json, or a template: 'table {{.Names}}\\t{{.Ports}}'."
 )
 INSPECT_FORMAT = typer.Option(
     None, "--format", "-f", help="A template over the JSON: '{{.netns}}', '{{json .results}}'."
 )
 REFS = typer.Argument(
-    ..., metavar="SANDBOX", help="Workload container ID, name or unique prefix (or sandbox ID)."
+    ...,
+    metavar="SANDBOX",
+    autocompletion=complete_sandboxes,
+    help="Workload container ID, name or unique prefix (or sandbox ID)."
 )
 FORCE = typer.Option(False, "--force", "-f", help="Remove a running sandbox (stops it first).")
 DRY_RUN = typer.Option(False, "--dry-run", help="Only print what would be reclaimed.")
@@ -116,7 +122,7 @@ def ps(
 
     The JSON has cnirun's keys (created in RFC 3339); a template may use them and Docker's
     fields: .ID .Sandbox .Image .Command .CreatedAt .RunningFor .Status .State .Ports .Names
-    .Networks .Addresses .Labels (see cnirun.cli.listing for the template subset).
+    .Networks .Addresses .Labels (the README lists the template subset).
 
     \b
     Examples:

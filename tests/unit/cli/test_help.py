@@ -206,3 +206,30 @@ def test_version_loads_no_typer(tmp_path: Path) -> None:
     done, loaded = probe(["--version"], tmp_path)
     assert done.returncode == 0 and done.stdout.startswith("cnirun version ")
     assert "typer" not in loaded
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("cnirun network rm ", ["alpha", "beta"]),
+        ("cnirun network inspect b", ["beta"]),
+        ("cnirun net add a", ["alpha"]),
+        ("cnirun ps --format j", ["json"]),
+        ("cnirun network ls --format ", ["table", "json"]),
+    ],
+)
+def test_completion_of_networks_and_formats(
+    words: str, expected: list[str], tmp_path: Path
+) -> None:
+    from tests.unit.cli.test_app import probe
+
+    netconf = tmp_path / "net.d"
+    netconf.mkdir()
+    for index, name in enumerate(("alpha", "beta")):
+        conf = f'{{"cniVersion": "1.0.0", "name": "{name}", "plugins": [{{"type": "bridge"}}]}}'
+        (netconf / f"{index}.conflist").write_text(conf)
+    done, _ = probe([], tmp_path, _CNIRUN_COMPLETE="complete_bash", COMP_WORDS=words,
+                    COMP_CWORD=str(len(words.split(" ")) - 1))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for word in expected:
+        assert word in done.stdout.splitlines(), done.stdout
