@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
+from cnirun.docker import workload
 from cnirun.docker.pause import PAUSE_IMAGE
 from cnirun.docker.runtime import Docker
 from cnirun.dockerargs import PortMapping, RunArgs
@@ -61,7 +62,7 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
     Raises:
         CnirunError: for the first problem found, naming the network, file or flag.
     """
-    check_workload(args, docker)
+    check_workload(args, docker, settings.environ)
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=settings.cni_timeout)
     nets = configs_for(settings, cni, docker).resolve(args.networks)
     plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
@@ -89,10 +90,11 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
     )
 
 
-def check_workload(args: RunArgs, docker: Docker) -> None:
+def check_workload(args: RunArgs, docker: Docker, environ: Mapping[str, str]) -> None:
     """What Docker would refuse the workload for, found before the infra exists: a container
-    name in use, an image that is missing while `--pull=never` forbids pulling it. (A missing
-    image is otherwise pulled by the workload's own `docker run`, with Docker's display.)
+    name in use, an image that is missing while `--pull=never` forbids pulling it (a missing
+    image is otherwise pulled by the workload's own `docker run`, with Docker's display), a
+    flag newer than the docker CLI or the engine.
 
     Raises:
         UsageError: in Docker's words.
@@ -107,6 +109,11 @@ def check_workload(args: RunArgs, docker: Docker) -> None:
             )
     if args.pull == "never" and not docker.image_exists(args.image):
         raise UsageError(f"No such image: {args.image} (and --pull=never forbids pulling it)")
+    workload.check_flags(
+        args.docker_flags,
+        lambda: workload.client_version(docker.endpoint.cli_environ(environ)),
+        lambda: str(docker.version().get("ApiVersion") or ""),
+    )
 
 
 def _host_local_ranges(net: NetworkConfigList) -> list[tuple[IPNetwork, str, str]]:

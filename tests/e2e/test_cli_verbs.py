@@ -145,4 +145,12 @@ def test_what_docker_would_refuse_is_found_before_anything_exists(rig: Harness) 
     assert outside.returncode == 125, outside.explain()
     assert "--ip 192.0.2.1 is outside the address range of network" in outside.stderr
     rig.assert_nothing_created(outside)
+    # A flag newer than the engine's API (or the client) is found before anything exists.
+    api = sh("docker", "version", "--format", "{{.Server.APIVersion}}").stdout.strip()
+    if tuple(int(p) for p in api.split(".")) < (1, 43):
+        annotated = rig.run("--rm", "--annotation", "a=b", *rig.label, "busybox", "true",
+                            debug=True)  # fmt: skip
+        assert annotated.returncode == 125, annotated.explain()
+        assert "--annotation needs Docker engine API 1.43" in one_error_line(annotated.stderr)
+        rig.assert_nothing_created(annotated)
     rig.assert_clean()

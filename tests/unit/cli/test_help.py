@@ -212,10 +212,8 @@ def test_version_loads_no_typer(tmp_path: Path) -> None:
     ("words", "expected"),
     [
         ("cnirun network rm ", ["alpha", "beta"]),
-        ("cnirun network inspect b", ["beta"]),
         ("cnirun net add a", ["alpha"]),
         ("cnirun ps --format j", ["json"]),
-        ("cnirun network ls --format ", ["table", "json"]),
     ],
 )
 def test_completion_of_networks_and_formats(

@@ -3,6 +3,7 @@ before anything exists (issue 14, item 4)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ class FakeDocker:
 
 
 def check(argv: list[str], docker: FakeDocker) -> None:
-    plan.check_workload(parse_run_args(argv), docker)  # type: ignore[arg-type]
+    plan.check_workload(parse_run_args(argv), docker, {})  # type: ignore[arg-type]
 
 
 def test_a_name_in_use_is_dockers_conflict() -> None:
@@ -89,3 +90,39 @@ def test_ip_must_fit_the_host_local_ranges(ipam: dict[str, Any], ip: str, fits: 
     else:
         with pytest.raises(UsageError, match=rf"^--ip {ip} is outside the address range of"):
             plan.check_ips(net, [ip])
+
+
+@pytest.mark.parametrize(
+    ("argv", "client", "api", "message"),
+    [
+        (["-q", "busybox"], "20.10.24", "1.41",
+         "unknown flag: --quiet: the installed docker client (20.10.24)"),
+        (["--annotation", "a=b", "busybox"], "28.2.2", "1.41",
+         "--annotation needs Docker engine API 1.43; the engine speaks 1.41"),
+        (["--health-start-interval", "1s", "busybox"], "24.0.7", "1.43", "docker 25.0 added it"),
+        (["--use-api-socket", "busybox"], "28.0.4", "1.48", "docker 28.1 added it"),
+        (["-q", "--annotation", "a=b", "busybox"], "28.2.2", "1.50", None),
+        (["-dq", "busybox"], "23.0.0", "1.42", None),
+    ],
+)  # fmt: skip
+def test_flags_newer_than_the_client_or_engine(
+    argv: list[str], client: str, api: str, message: str | None
+) -> None:
+    from cnirun.docker import workload
+    from cnirun.errors import CnirunError
+
+    flags = parse_run_args(argv).docker_flags
+    if message is None:
+        workload.check_flags(flags, lambda: client, lambda: api)
+    else:
+        with pytest.raises(CnirunError, match=re.escape(message)):
+            workload.check_flags(flags, lambda: client, lambda: api)
+
+
+def test_the_client_is_asked_only_for_newer_flags() -> None:
+    from cnirun.docker import workload
+
+    def never() -> str:
+        raise AssertionError("asked")
+
+    workload.check_flags(parse_run_args(["--rm", "-it", "busybox"]).docker_flags, never, never)
