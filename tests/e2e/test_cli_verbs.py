@@ -66,6 +66,15 @@ def test_docker_verbs_on_a_detached_sandbox(rig: Harness) -> None:
     assert piped.returncode == 0 and piped.stdout.startswith("piped\n"), piped.explain()
     failed = rig.run("exec", name, "sh", "-c", "exit 3")
     assert failed.returncode == 3  # docker exec's status, as docker gives it
+    term = rig.terminal("exec", "-it", name, "sh", TERM="xterm")  # a real terminal
+    try:
+        term.expect(b"# ", 30)
+        term.send(b"echo $((6*7)); tty\r")
+        term.expect(b"42\r\n/dev/pts/")
+        term.send(b"exit 4\r")
+        assert term.exit_code() == 4, bytes(term.seen)
+    finally:
+        term.close()
 
     assert rig.run("port", name).stdout == f"80/tcp -> 0.0.0.0:{port}\n"
     assert rig.run("port", sandbox_id, "80").stdout == f"80/tcp -> 0.0.0.0:{port}\n"
