@@ -99,21 +99,24 @@ class Docker:
                 raise DockerRuntimeError(e.message) from None
             raise DockerRuntimeError(f"cannot {doing}: {e.message}") from None
 
-    def _try(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        """A request whose 404/409/304 answers are expected: (status, answer)."""
+    def _try(
+        self, method: str, path: str, expected: tuple[int, ...] = (), **kwargs: Any
+    ) -> tuple[int, Any]:
+        """A request whose 404/409/304 (and `expected`) answers are expected: (status, answer)."""
         log.debug("docker: %s %s", method, path)
         try:
             return 200, self.engine.request(method, path, **kwargs)
         except engine.EngineError as e:
-            if e.status in (304, 404, 409):
+            if e.status in (304, 404, 409, *expected):
                 return e.status, e.message
             if e.status == 0:
                 raise DockerRuntimeError(e.message) from None
             raise DockerRuntimeError(f"docker {method} {path}: {e.message}") from None
 
     def image_exists(self, ref: str) -> bool:
-        """Whether the engine has image `ref` locally (nothing is pulled)."""
-        status, _ = self._try("GET", f"/images/{_escaped(ref)}/json")
+        """Whether the engine has image `ref` locally (nothing is pulled); an invalid
+        reference (400, such as an upper-case name) is no image either."""
+        status, _ = self._try("GET", f"/images/{_escaped(ref)}/json", expected=(400,))
         return status == 200
 
     def container_id(self, name: str) -> str | None:
