@@ -169,6 +169,6 @@ def test_builtin_pause_image_is_never_pulled(rig: Harness) -> None:
     run = rig.run(*rig.label, "--rm", "--pull", "never", "busybox", "true")
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
-    assert "docker: GET /images/cnirun/pause:1/json" in run.debug
+    assert "docker: GET /images/cnirun%2Fpause%3A1/json" in run.debug  # the name escaped
     assert "docker: pull" not in run.debug
     rig.assert_clean()

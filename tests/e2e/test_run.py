@@ -565,7 +565,9 @@ def test_teardown_starts_when_the_workload_dies(rig: Harness) -> None:
     assert delete < cli_exit, log  # DEL ran while the docker CLI still lingered
     rig.assert_clean(sorted(rig.sandbox_ids))
     # A docker CLI that fails before any container runs: the teardown after it does it all.
-    run = rig.run("--rm", "--pull", "never", f"cnirun-test/none-{rig.tag}", "true", env=env)
+    # (A flag value only docker checks: a missing image under --pull=never is now refused
+    # before anything is created.)
+    run = rig.run("--rm", "--memory", "bogus", IMAGE, "true", env=env)
     assert run.returncode == 125, run.explain()
     assert "the workload died" not in run.debug, run.explain()
     assert [c["cmd"] for c in rig.fake_calls()] == ["ADD", "DEL", "ADD", "DEL"]
