@@ -23,6 +23,8 @@ class _StderrHandler(logging.Handler):
     interrupt a write to stderr: then the line goes out with a raw write instead."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "terminal_only", False) and not _stderr_is_a_terminal():
+            return  # a progress note: never in a pipe or a log file
         prefix = _PREFIX.get(record.levelno, "ERROR: ")
         try:
             line = f"cnirun: {prefix}{record.getMessage()}\n"
@@ -37,6 +39,13 @@ class _StderrHandler(logging.Handler):
             os.write(2, line.encode())
         except (OSError, ValueError):
             pass
+
+
+def _stderr_is_a_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def setup_logging(debug: bool) -> None:

@@ -163,3 +163,16 @@ def test_what_docker_would_refuse_is_found_before_anything_exists(rig: Harness) 
         assert "--annotation needs Docker engine API 1.43" in one_error_line(annotated.stderr)
         rig.assert_nothing_created(annotated)
     rig.assert_clean()
+
+
+def test_a_slow_plugin_gets_a_note_on_a_terminal_only(rig: Harness) -> None:
+    cni_path = rig.fake_plugin()
+    rig.network(extra=[{"type": "fake", "fake": {"ADD": {"sleep": 2.6}}}])
+    rig.overrides["CNI_PATH"] = cni_path
+    note = "still waiting for the CNI plugins of network"
+    code, screen = rig.run_on_pty("--rm", *rig.label, "busybox", "true")
+    assert code == 0, screen
+    assert note in screen, screen
+    piped = rig.run("--rm", *rig.label, "busybox", "true")
+    assert piped.returncode == 0 and note not in piped.raw_stderr, piped.explain()
+    rig.assert_clean()
