@@ -165,7 +165,7 @@ def build_app() -> typer.Typer:
                 help=target.__doc__,
                 add_help_option=False,
                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-            )(_dispatched_by_main)
+            )(_sandbox_verb() if entry.module == "cnirun.cli.verbs" else _dispatched_by_main)
         else:
             register(app, name, target, context_settings=entry.context)
     return app
@@ -186,6 +186,20 @@ def build_command() -> Any:
 
 def _dispatched_by_main() -> None:
     """Never called: main() hands raw commands to their own parser first."""
+
+
+def _sandbox_verb() -> Callable[..., None]:
+    """`_dispatched_by_main` for a Docker verb: typer completes its SANDBOX argument."""
+    import typer
+
+    from cnirun.cli.common import complete_sandboxes
+
+    sandboxes = typer.Argument(None, autocompletion=complete_sandboxes)
+
+    def verb(words: list[str] | None = sandboxes) -> None:
+        """Never called: main() hands the Docker verbs to cnirun.cli.verbs first."""
+
+    return verb
 
 
 def help_command(argv: list[str], settings: Settings) -> int:

@@ -85,6 +85,11 @@ def test_docker_verbs_on_a_detached_sandbox(rig: Harness) -> None:
     assert missing.returncode == 125
     assert f'did you mean "{name}"?' in missing.stderr, missing.explain()
 
+    for words in (f"cnirun logs {name[:-1]}", "cnirun inspect "):  # <TAB> knows the sandbox
+        env = rig.env(_CNIRUN_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD="2")
+        completed = rig.run(env=env, debug=False)
+        assert name in completed.stdout.split(), completed.explain()
+
     killed = rig.run("kill", "-s", "KILL", name)
     assert killed.returncode == 0 and killed.stdout.strip() == workload_id, killed.explain()
     waited = rig.run("wait", name)
