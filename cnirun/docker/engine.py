@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import urllib.parse
 from typing import Any
@@ -44,11 +45,10 @@ class Engine:
                 sock = socket.create_connection((url.hostname or "localhost", url.port or 2375))
                 sock.settimeout(TIMEOUT)
         except PermissionError:
-            raise EngineError(
-                0,
-                "cnirun needs root: run it with sudo (permission denied on the Docker daemon "
-                f"socket at {self.host})",
-            ) from None
+            denied = f"permission denied on the Docker daemon socket at {self.host}"
+            if os.geteuid() == 0:  # root refused (SELinux, a sandbox): nothing sudo would fix
+                raise EngineError(0, denied) from None
+            raise EngineError(0, f"cnirun needs root: run it with sudo ({denied})") from None
         except OSError as e:
             # Docker's own words; the reason only when it is not the usual one.
             usual = e.errno in (errno.ENOENT, errno.ECONNREFUSED)
