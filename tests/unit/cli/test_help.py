@@ -231,3 +231,15 @@ def test_completion_of_networks_and_formats(
     assert done.returncode == 0, done.stderr
     for word in expected:
         assert word in done.stdout.splitlines(), done.stdout
+
+
+def test_typer_commands_get_the_settings_main_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cnirun --debug doctor`: the command's Settings are main()'s (typer 0.29 vendors click,
+    so plain click's context never held them)."""
+    from cnirun import doctor
+
+    seen: list[Any] = []
+    monkeypatch.setattr(doctor, "doctor", lambda settings, emit: seen.append(settings) or 0)
+    assert cli_app.main(["--debug", "doctor"]) == 0
+    [settings] = seen
+    assert settings.debug is True
