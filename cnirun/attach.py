@@ -10,6 +10,8 @@ cnirun.host.signals).
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -20,6 +22,20 @@ from cnirun.errors import CnirunError
 from cnirun.host import localnet
 from cnirun.host.signals import Mode, SignalGuard
 from cnirun.testhooks import fault_point
+
+log = logging.getLogger(__name__)
+
+# An ADD slower than this gets a one-line note, shown on a terminal only (the CLI drops
+# records marked `terminal_only` when stderr is a pipe or a file).
+SLOW_ADD_NOTE_AFTER = 2.0
+
+
+def _slow_note(network: str) -> None:
+    log.info(
+        "still waiting for the CNI plugins of network %s (ADD)...",
+        network,
+        extra={"terminal_only": True},
+    )
 
 
 class Attachment(NamedTuple):
@@ -49,11 +65,15 @@ def add_all(
         before_add(attachment)
         previous = guard.mode
         guard.enter(Mode.ADDING)
+        note = threading.Timer(SLOW_ADD_NOTE_AFTER, _slow_note, (attachment.net.name,))
+        note.daemon = True
+        note.start()
         try:
             result = cni.add_network_list(attachment.net, attachment.rt)
         except CnirunError as e:
             raise CnirunError(f"network {attachment.net.name}: {e}") from None
         finally:
+            note.cancel()
             guard.enter(previous)
         results.append(result)
         after_add(attachment, result)

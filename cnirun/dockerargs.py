@@ -306,6 +306,7 @@ class RunArgs(NamedTuple):
     mount_targets: tuple[str, ...] = ()  # container paths of -v/--mount, normalised
     workload_flags: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
+    docker_flags: frozenset[str] = frozenset()  # every docker run flag given (long names)
 
 
 class _Occurrence(NamedTuple):
@@ -396,6 +397,7 @@ def parse_run_args(argv: Sequence[str]) -> RunArgs:
             value = getattr(state, field)
             values[field] = tuple(value) if isinstance(value, list) else value
     values["ips"] = tuple(ip for ip in (state.ip4, state.ip6) if ip is not None)
+    values["docker_flags"] = frozenset(o.name for o in occurrences if o.name in DOCKER_RUN_FLAGS)
     return RunArgs(**values, workload_flags=tuple(workload), image=image, command=tuple(command))
 
 

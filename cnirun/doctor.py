@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from cnirun.cni import invoke, validate
@@ -120,18 +120,7 @@ class Doctor:
 
     def check_plugins(self) -> None:
         dirs = self.cni.plugin_dirs
-        found: dict[str, str] = {}
-        present = []
-        for directory in dirs:
-            try:
-                names = sorted(os.listdir(directory))
-            except OSError:
-                continue
-            present.append(directory)
-            for name in names:
-                path = os.path.join(directory, name)
-                if name not in found and os.path.isfile(path) and os.access(path, os.X_OK):
-                    found[name] = path
+        present, found = find_plugins(dirs)
         if not present:
             self.add(FAIL, "plugin dirs", f"none of {':'.join(dirs)} exists (set --cni-path)")
             return
@@ -350,6 +339,23 @@ class Doctor:
             return
         shown = ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
         self.add(WARN, "stale state", f"gc would reclaim {len(items)}: {shown} (run `cnirun gc`)")
+
+
+def find_plugins(dirs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The plugin dirs that exist, and each plugin name's executable (the first dir wins)."""
+    found: dict[str, str] = {}
+    present = []
+    for directory in dirs:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        present.append(directory)
+        for name in names:
+            path = os.path.join(directory, name)
+            if name not in found and os.path.isfile(path) and os.access(path, os.X_OK):
+                found[name] = path
+    return present, found
 
 
 def _one_line(error: object) -> str:

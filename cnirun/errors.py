@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum, unique
+from typing import Self
 
 
 @unique
@@ -26,6 +27,12 @@ class CnirunError(Exception):
 
     exit_code: int = ExitCode.CNIRUN_ERROR
     label = "error"  # how the CLI introduces it: "cnirun: error: ..."
+    hint = ""  # advice of cnirun's own, shown on a line of its own ("See 'cnirun --help'.")
+
+    def hinted(self, hint: str) -> Self:
+        """This error, with `hint` to show after it."""
+        self.hint = hint
+        return self
 
 
 class ConfigError(CnirunError, ValueError):
@@ -89,6 +96,32 @@ class DockerRuntimeError(CnirunError):
 
 class SettingsError(UsageError):
     """Raised when an environment variable or flag that cnirun reads has an unusable value."""
+
+
+class NeedsRootError(CnirunError):
+    """Raised when cnirun lacks the privileges a command needs (it does not run as root)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("cnirun needs root: run it with sudo" + (f" ({detail})" if detail else ""))
+
+
+def closest(word: str, known: Sequence[str]) -> str | None:
+    """The known word most like `word` (a typo's likely meaning), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(word, list(known), n=1)
+    return found[0] if found else None
+
+
+def suggestion(word: str, known: Sequence[str], what: str) -> str:
+    """` (did you mean "x"? sandboxes: a, b)` for a name that was not found: the closest
+    known name and what exists (the first ten), for the end of a not-found message."""
+    if not known:
+        return f" (there are no {what})"
+    near = closest(word, known)
+    listed = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
+    hint = f'did you mean "{near}"? ' if near else ""
+    return f" ({hint}{what}: {listed})"
 
 
 class MultiError(CnirunError):

@@ -23,6 +23,16 @@ def check_format(output: str) -> None:
         raise UsageError(f"unknown --format {output!r}: use table or json")
 
 
+# The Settings main() resolved for the command line being run (see `use_settings`).
+_current: list[Settings] = []
+
+
+def use_settings(settings: Settings) -> None:
+    """Make `settings` what `command_settings` builds on (main() calls it before dispatch;
+    typer's vendored click keeps its own context, out of plain click's reach)."""
+    _current[:] = [settings]
+
+
 def command_settings(
     *,
     netconf_dir: str | None = None,
@@ -31,15 +41,46 @@ def command_settings(
     cni_timeout: float | None = None,
 ) -> Settings:
     """The Settings `main()` resolved for this command line, with the command's flags on top."""
-    import click
-
-    context = click.get_current_context(silent=True)
-    base = context.find_root().obj if context is not None else None
-    if not isinstance(base, Settings):  # a command called outside main() (tests)
-        base = Settings.load()
+    base = _current[0] if _current else Settings.load()  # Settings.load: a call outside main()
     flags = (netconf_dir, cni_path, cache_dir, cni_timeout)
     if all(flag is None for flag in flags):
         return base
     return base.with_flags(
         netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir, cni_timeout=cni_timeout
     )
+
+
+# -- shell completion (typer calls these with the word being completed) ----------------------
+
+
+def complete_sandboxes(incomplete: str) -> list[str]:
+    """Sandbox names (and IDs of unnamed ones) for <TAB>; nothing when Docker cannot say."""
+    from cnirun.errors import CnirunError
+    from cnirun.sandbox import registry
+
+    try:
+        found, _ = registry.load_all(*registry.opened(command_settings()))
+    except (CnirunError, OSError):
+        return []
+    words = [(s.names() or [s.record.id[:12]])[0] for s in found]
+    return sorted(w for w in words if w.startswith(incomplete))
+
+
+def complete_networks(incomplete: str) -> list[str]:
+    """The network names of the config dir, for <TAB>."""
+    from cnirun.errors import CnirunError
+    from cnirun.netconf.select import scan
+
+    try:
+        networks = scan(command_settings().netconf_dir).networks
+    except (CnirunError, OSError):
+        return []
+    return sorted({n.name for n in networks if n.name and n.name.startswith(incomplete)})
+
+
+FORMATS = ("table", "json", "{{.Names}}", "table {{.Names}}\\t{{.Status}}")
+
+
+def complete_formats(incomplete: str) -> list[str]:
+    """`--format` values, for <TAB>."""
+    return [f for f in FORMATS if f.startswith(incomplete)]

@@ -14,8 +14,15 @@ from typing import Any, NamedTuple
 import typer
 
 from cnirun.cli.app import command, register
-from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
-from cnirun.cli.output import json_out, say
+from cnirun.cli.common import (
+    CNI_PATH,
+    FORMAT,
+    NETCONF_DIR,
+    check_format,
+    command_settings,
+    complete_networks,
+)
+from cnirun.cli.output import json_out, require_root, say
 from cnirun.cni import gojson, validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
@@ -32,7 +39,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-NETWORK = typer.Argument(..., help="Network name, as in a config file's `name`.")
+NETWORK = typer.Argument(
+    ..., autocompletion=complete_networks, help="Network name, as in a config file's `name`."
+)
 NETNS = typer.Argument(..., help="Network namespace path (or a name in /run/netns).")
 IFNAME = typer.Option(None, "--ifname", help="Interface name [env CNI_IFNAME, default eth0].")
 CONTAINER_ID = typer.Option(
@@ -158,6 +167,7 @@ def _on_netns(
         cache_dir: str | None = CACHE_DIR,
         timeout: float = TIMEOUT,
     ) -> None:
+        require_root()
         target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
         operation(target, _runtime(target, netns, must_exist, ifname, container_id, args, cap_args))
 
@@ -252,6 +262,7 @@ def gc(
         if not sep or not cid or not ifname:
             raise UsageError(f'invalid --valid "{item}": expected CONTAINERID/IFNAME')
         attachments.append((cid, ifname))
+    require_root()
     target = _target(network, netconf_dir, cni_path, cache_dir, timeout)
     target.cni.gc_network_list(target.net, attachments)
 

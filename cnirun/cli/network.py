@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from cnirun.cli.app import command
-from cnirun.cli.common import CNI_PATH, FORMAT, NETCONF_DIR, check_format, command_settings
-from cnirun.cli.output import json_out, say, table, warn
+from cnirun.cli.common import (
+    CNI_PATH,
+    NETCONF_DIR,
+    command_settings,
+    complete_formats,
+    complete_networks,
+)
+from cnirun.cli.listing import emit, parse_format
+from cnirun.cli.output import json_out, require_root, say, warn
 from cnirun.cni.api import CNIConfig
 from cnirun.errors import CnirunError
 from cnirun.netconf import manage
@@ -21,7 +30,9 @@ app = typer.Typer(
 )
 
 NAME = typer.Argument(..., help="Network name (also the file name, NAME.conflist).")
-NAMES = typer.Argument(..., help="Network name(s).")
+NAMES = typer.Argument(
+    ..., metavar="NETWORK", autocompletion=complete_networks, help="Network name(s)."
+)
 DRIVER = typer.Option("bridge", "--driver", "-d", help="bridge, ptp, macvlan or ipvlan.")
 SUBNET = typer.Option(
     None, "--subnet", help="Subnet CIDR (repeatable) [default: a free /24 of 10.78.0.0/15]."
@@ -39,6 +50,13 @@ LABEL = typer.Option(None, "--label", help="KEY=VALUE (repeatable).")
 CNI_VERSION = typer.Option(
     None, "--cni-version", help="[default: the newest all its plugins support]"
 )
+LS_FORMAT = typer.Option(
+    "table",
+    "--format",
+    autocompletion=complete_formats,
+    help="table, json, or a template: '{{.name}}\\t{{.subnets}}'.",
+)
+QUIET = typer.Option(False, "--quiet", "-q", help="Only print network names.")
 FORCE = typer.Option(
     False, "--force", "-f", help="Also remove files cnirun did not create, or in use."
 )
@@ -55,6 +73,14 @@ def _configs(netconf_dir: str | None, cni_path: str | None) -> Configs:
     except CnirunError:
         docker = None  # Docker's subnets are only avoided when it can be asked
     return configs_for(settings, cni, docker)
+
+
+def _writable(configs: Configs) -> Configs:
+    """The configs, once their directory is known to be writable (or cnirun is root)."""
+    directory = configs.directory
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK):
+        require_root(f"{directory} is not writable")
+    return configs
 
 
 @command(app, "create")
@@ -91,37 +117,48 @@ def create(
         labels=label or [],
         cni_version=cni_version,
     )
-    manage.create_network(_configs(netconf_dir, cni_path), req)
+    manage.create_network(_writable(_configs(netconf_dir, cni_path)), req)
     say(name)
 
 
 @command(app, "ls")
 def ls(
-    output: str = FORMAT,
+    output: str = LS_FORMAT,
+    quiet: bool = QUIET,
     netconf_dir: str | None = NETCONF_DIR,
 ) -> None:
-    """List the networks of the config dir (files that do not load are reported on stderr)."""
-    check_format(output)
+    """List the networks of the config dir (files that do not load are reported on stderr).
+
+    A template may use the JSON's keys (.name .driver .subnets .cniVersion .default
+    .createdByCnirun .file .created) and Docker's .Name and .Driver.
+
+    \b
+    Examples:
+      cnirun network ls
+      cnirun network ls -q
+      cnirun network ls --format '{{.name}} {{join .subnets " "}}'
+    """
+    form = parse_format(output)
     rows, errors = manage.list_networks(_configs(netconf_dir, None))
     for error in errors:
         warn(error)
-    if output == "json":
-        json_out(rows)
+    if quiet:
+        for row in rows:
+            say(row["name"])
         return
-    header = ("NAME", "DRIVER", "SUBNETS", "CNIVERSION", "DEFAULT", "CREATED BY", "FILE")
-    table(
-        header,
-        (
-            (
-                row["name"],
-                row["driver"],
-                ",".join(row["subnets"]) or "-",
-                row["cniVersion"] or "-",
-                "*" if row["default"] else "",
-                "cnirun" if row["createdByCnirun"] else "-",
-                row["file"],
-            )
-            for row in rows
+    emit(
+        form,
+        [{**row, "Name": row["name"], "Driver": row["driver"]} for row in rows],
+        json_rows=lambda: rows,
+        header=("NAME", "DRIVER", "SUBNETS", "CNIVERSION", "DEFAULT", "CREATED BY", "FILE"),
+        cells=lambda row: (
+            row["name"],
+            row["driver"],
+            ",".join(row["subnets"]) or "-",
+            row["cniVersion"] or "-",
+            "*" if row["default"] else "",
+            "cnirun" if row["createdByCnirun"] else "-",
+            row["file"],
         ),
         gap="  ",
     )
@@ -145,7 +182,7 @@ def rm(
     netconf_dir: str | None = NETCONF_DIR,
 ) -> None:
     """Remove networks cnirun created (refused while attachments exist, unless --force)."""
-    configs = _configs(netconf_dir, None)
+    configs = _writable(_configs(netconf_dir, None))
     for name in names:
         manage.remove_network(configs, name, force)
         say(name)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from cnirun.errors import CnirunError, MultiError
+from cnirun.errors import CnirunError, MultiError, NeedsRootError
 
 # ERROR records are --debug's tracebacks; errors themselves are printed by `report`.
 _PREFIX = {logging.DEBUG: "DEBUG: ", logging.INFO: "", logging.WARNING: "warning: "}
@@ -23,6 +23,8 @@ class _StderrHandler(logging.Handler):
     interrupt a write to stderr: then the line goes out with a raw write instead."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "terminal_only", False) and not _stderr_is_a_terminal():
+            return  # a progress note: never in a pipe or a log file
         prefix = _PREFIX.get(record.levelno, "ERROR: ")
         try:
             line = f"cnirun: {prefix}{record.getMessage()}\n"
@@ -39,6 +41,13 @@ class _StderrHandler(logging.Handler):
             pass
 
 
+def _stderr_is_a_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def setup_logging(debug: bool) -> None:
     """Show cnirun's notices and warnings on stderr; with `debug`, every plugin and Docker call."""
     logger = logging.getLogger("cnirun")
@@ -49,9 +58,23 @@ def setup_logging(debug: bool) -> None:
 
 
 def system_error(error: OSError) -> CnirunError:
-    """A system error nothing more specific caught, as one line (never a traceback)."""
+    """A system error nothing more specific caught, as one line (never a traceback); a
+    permission refused to a user who is not root says what to do about it."""
     text = error.strerror or str(error)
-    return CnirunError(f"{text}: {error.filename}" if error.filename else text)
+    line = f"{text}: {error.filename}" if error.filename else text
+    if isinstance(error, PermissionError) and os.geteuid() != 0:
+        return NeedsRootError(line)
+    return CnirunError(line)
+
+
+def require_root(detail: str = "") -> None:
+    """Refuse, in one line, a command that cannot work without root when cnirun is not root.
+
+    Raises:
+        NeedsRootError: this process is not root.
+    """
+    if os.geteuid() != 0:
+        raise NeedsRootError(detail)
 
 
 def report(error: BaseException) -> None:
@@ -61,11 +84,11 @@ def report(error: BaseException) -> None:
         logger.error("traceback", exc_info=error)
     message = _printable(error).strip() or type(error).__name__
     label = getattr(error, "label", "error")
-    print(
-        f"cnirun: {label}: {message}" if label else f"cnirun: {message}",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"cnirun: {label}: {message}" if label else f"cnirun: {message}", file=sys.stderr)
+    hint = getattr(error, "hint", "")
+    if hint:
+        print(hint, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _escaped(text: str) -> str:

@@ -2,89 +2,194 @@
 
 from __future__ import annotations
 
-import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cnirun.cli.common import FORMAT, check_format, command_settings
-from cnirun.cli.output import json_out, say, table
+from cnirun.cli.common import (
+    command_settings,
+    complete_formats,
+    complete_sandboxes,
+)
+from cnirun.cli.listing import Template, ago, emit, parse_filters, parse_format, rfc3339
+from cnirun.cli.output import json_out, say
 from cnirun.errors import MultiError, UsageError
 from cnirun.settings import Settings
 
 if TYPE_CHECKING:
     from cnirun.docker.runtime import Docker
     from cnirun.sandbox.records import RecordStore
+    from cnirun.sandbox.registry import Sandbox
 
 ALL = typer.Option(False, "--all", "-a", help="Show exited and orphaned sandboxes too.")
-REFS = typer.Argument(..., help="Workload container ID, name or unique prefix (or sandbox ID).")
+QUIET = typer.Option(False, "--quiet", "-q", help="Only print container IDs.")
+NO_TRUNC = typer.Option(False, "--no-trunc", help="Do not truncate IDs and commands.")
+FILTER = typer.Option(
+    None, "--filter", "-f", help="name=, network=, status=, label=KEY[=VALUE] or id= (repeatable)."
+)
+PS_FORMAT = typer.Option(
+    "table",
+    "--format",
+    autocompletion=complete_formats,
+    help="table, json, or a template: 'table {{.Names}}\\t{{.Ports}}'.",
+)
+INSPECT_FORMAT = typer.Option(
+    None, "--format", "-f", help="A template over the JSON: '{{.netns}}', '{{json .results}}'."
+)
+REFS = typer.Argument(
+    ...,
+    metavar="SANDBOX",
+    autocompletion=complete_sandboxes,
+    help="Workload container ID, name or unique prefix (or sandbox ID).",
+)
 FORCE = typer.Option(False, "--force", "-f", help="Remove a running sandbox (stops it first).")
 DRY_RUN = typer.Option(False, "--dry-run", help="Only print what would be reclaimed.")
+
+PS_FILTERS = ("name", "network", "status", "label", "id")
+PS_HEADER = (
+    "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORKS",
+    "ADDRESSES",
+)  # fmt: skip
 
 
 def _sandboxes(settings: Settings | None = None) -> tuple[Docker, RecordStore]:
     """The engine and the records the sandbox commands work on."""
-    from cnirun.docker.runtime import connect
-    from cnirun.sandbox.records import RecordStore
+    from cnirun.sandbox import registry
 
-    settings = settings or command_settings()
-    return connect(settings.environ), RecordStore(settings.state_dir)
+    return registry.opened(settings or command_settings())
 
 
-def ps(all_states: bool = ALL, output: str = FORMAT) -> None:
-    """List sandboxes: workload, networks, addresses, ports and state.
+def _port_text(port: dict[str, Any]) -> str:
+    host_ip = str(port.get("hostIP") or "0.0.0.0")
+    host = f"[{host_ip}]" if ":" in host_ip else host_ip
+    return f"{host}:{port['hostPort']}->{port['containerPort']}/{port.get('protocol', 'tcp')}"
+
+
+def _quoted(command: str, no_trunc: bool) -> str:
+    if not no_trunc and len(command) > 20:
+        command = command[:19] + "\u2026"
+    return f'"{command}"'
+
+
+def ps_fields(sandbox: Sandbox, no_trunc: bool = False) -> dict[str, Any]:
+    """One row of `ps`: the JSON keys, and Docker's template fields (.ID, .Names, ...)."""
+    row = sandbox.row()
+    workload = sandbox.workload or {}
+    full_id = sandbox.workload_id
+    created = float(workload.get("Created") or row["created"] or 0)
+    status = str(workload.get("Status") or "")
+    if sandbox.state != "running":
+        status = f"{sandbox.state} ({status})" if status else sandbox.state
+    return {
+        **row,
+        "created": rfc3339(row["created"] or created),
+        "ID": full_id if no_trunc else full_id[:12],
+        "Sandbox": row["sandbox"] if no_trunc else row["sandbox"][:12],
+        "Image": row["image"] or workload.get("Image", ""),
+        "Command": _quoted(str(workload.get("Command") or ""), no_trunc),
+        "CreatedAt": rfc3339(created),
+        "RunningFor": ago(created),
+        "Status": status,
+        "State": sandbox.state,
+        "Ports": ", ".join(_port_text(p) for p in row["ports"]),
+        "Names": ",".join(sandbox.names()),
+        "Networks": row["networks"],
+        "Addresses": row["addresses"],
+        "Labels": workload.get("Labels") or {},
+    }
+
+
+def _matches(sandbox: Sandbox, filters: list[tuple[str, str]]) -> bool:
+    for key, wanted in filters:
+        labels = (sandbox.workload or {}).get("Labels") or {}
+        label, has_value, value = wanted.partition("=")
+        ok = {
+            "name": any(wanted in n for n in sandbox.names()),
+            "network": wanted in [a.network for a in sandbox.record.attachments],
+            "status": sandbox.state == wanted,
+            "label": label in labels and (not has_value or labels[label] == value),
+            "id": any(i.startswith(wanted) for i in (sandbox.workload_id, sandbox.record.id) if i),
+        }[key]
+        if not ok:
+            return False
+    return True
+
+
+def ps(
+    all_states: bool = ALL,
+    quiet: bool = QUIET,
+    no_trunc: bool = NO_TRUNC,
+    filters: list[str] | None = FILTER,
+    output: str = PS_FORMAT,
+) -> None:
+    """List sandboxes: container, image, command, status, ports, networks, addresses.
+
+    The JSON has cnirun's keys (created in RFC 3339); a template may use them and Docker's
+    fields: .ID .Sandbox .Image .Command .CreatedAt .RunningFor .Status .State .Ports .Names
+    .Networks .Addresses .Labels (the README lists the template subset).
 
     \b
     Examples:
       cnirun ps
+      cnirun ps -a --filter network=mynet -q
+      cnirun ps --format 'table {{.Names}}\\t{{.Addresses}}'
       cnirun ps -a --format json
     """
     from cnirun.sandbox import registry
 
-    check_format(output)
+    wanted = parse_filters(filters or (), PS_FILTERS)
+    form = parse_format(output)
     docker, store = _sandboxes()
     registry.reconcile(docker, store)
     found, _ = registry.load_all(docker, store)
-    rows = [s.row() for s in found if all_states or s.state == "running"]
-    if output == "json":
-        json_out(rows)
+    every_state = all_states or any(key == "status" for key, _ in wanted)
+    shown = [s for s in found if (every_state or s.state == "running") and _matches(s, wanted)]
+    rows = [ps_fields(s, no_trunc) for s in shown]
+    if quiet:
+        for row in rows:
+            say(row["ID"] or row["Sandbox"])
         return
-    header = ("SANDBOX", "WORKLOAD", "NAME", "IMAGE", "NETWORKS", "ADDRESSES", "STATE")
-    table(
-        header,
-        (
-            (
-                r["sandbox"][:12],
-                r["workload"],
-                r["name"],
-                r["image"],
-                ",".join(r["networks"]),
-                ",".join(r["addresses"]),
-                r["state"],
-            )
-            for r in rows
-        ),
+    emit(
+        form,
+        rows,
+        json_rows=lambda: [{k: v for k, v in r.items() if k[0].islower()} for r in rows],
+        header=PS_HEADER,
+        cells=lambda r: (
+            r["ID"] or "-",
+            r["Image"],
+            r["Command"],
+            r["RunningFor"],
+            r["Status"],
+            r["Ports"],
+            r["Names"],
+            ",".join(r["Networks"]),
+            ",".join(r["Addresses"]),
+        ),  # fmt: skip
     )
 
 
-def inspect(refs: list[str] = REFS) -> None:
+def inspect(refs: list[str] = REFS, template: str | None = INSPECT_FORMAT) -> None:
     """Show sandboxes as JSON: CNI results per network, ports, hostname, netns.
 
     \b
-    Example:
+    Examples:
       cnirun inspect web
+      cnirun inspect -f '{{.netns}}' web
     """
     from cnirun.sandbox import registry
 
+    form = Template(template) if template else None
     docker, store = _sandboxes()
     out = []
     for ref in refs:
         data = registry.find(docker, store, ref).inspect()
-        data["created"] = datetime.datetime.fromtimestamp(
-            data["created"], tz=datetime.UTC
-        ).isoformat()
+        data["created"] = rfc3339(data["created"])
         out.append(data)
-    json_out(out)
+    if form is None:
+        json_out(out)
+    else:
+        for data in out:
+            say(form.render(data))
 
 
 def _remove(refs: list[str], force: bool, stop_only: bool) -> None:

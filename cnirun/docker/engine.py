@@ -8,7 +8,9 @@ weight pays off (image pulls with registry auth). cnirun.docker.endpoint says wh
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import urllib.parse
 from typing import Any
@@ -48,9 +50,18 @@ class Engine:
             else:
                 sock = socket.create_connection((url.hostname or "localhost", url.port or 2375))
                 sock.settimeout(TIMEOUT)
+        except PermissionError:
+            denied = f"permission denied on the Docker daemon socket at {self.host}"
+            if os.geteuid() == 0:  # root refused (SELinux, a sandbox): nothing sudo would fix
+                raise EngineError(0, denied) from None
+            raise EngineError(0, f"cnirun needs root: run it with sudo ({denied})") from None
         except OSError as e:
+            # Docker's own words; the reason only when it is not the usual one.
+            usual = e.errno in (errno.ENOENT, errno.ECONNREFUSED)
             raise EngineError(
-                0, f"cannot connect to the Docker daemon at {self.host}: {e.strerror or e}"
+                0,
+                f"Cannot connect to the Docker daemon at {self.host}. Is the docker daemon "
+                f"running?{'' if usual else f' ({e.strerror or e})'}",
             ) from None
         return sock
 

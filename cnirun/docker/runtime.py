@@ -96,17 +96,34 @@ class Docker:
         try:
             return self.engine.request(method, path, **kwargs)
         except engine.EngineError as e:
+            if e.status == 0:  # no daemon: Docker's own words say it all
+                raise DockerRuntimeError(e.message) from None
             raise DockerRuntimeError(f"cannot {doing}: {e.message}") from None
 
-    def _try(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        """A request whose 404/409/304 answers are expected: (status, answer)."""
+    def _try(
+        self, method: str, path: str, expected: tuple[int, ...] = (), **kwargs: Any
+    ) -> tuple[int, Any]:
+        """A request whose 404/409/304 (and `expected`) answers are expected: (status, answer)."""
         log.debug("docker: %s %s", method, path)
         try:
             return 200, self.engine.request(method, path, **kwargs)
         except engine.EngineError as e:
-            if e.status in (304, 404, 409):
+            if e.status in (304, 404, 409, *expected):
                 return e.status, e.message
+            if e.status == 0:
+                raise DockerRuntimeError(e.message) from None
             raise DockerRuntimeError(f"docker {method} {path}: {e.message}") from None
+
+    def image_exists(self, ref: str) -> bool:
+        """Whether the engine has image `ref` locally (nothing is pulled); an invalid
+        reference (400, such as an upper-case name) is no image either."""
+        status, _ = self._try("GET", engine.api_path("/images/{}/json", ref), expected=(400,))
+        return status == 200
+
+    def container_id(self, name: str) -> str | None:
+        """The ID of the container of this name or ID (in any state), or None."""
+        status, answer = self._try("GET", engine.api_path("/containers/{}/json", name))
+        return str(answer.get("Id") or name) if status == 200 and isinstance(answer, dict) else None
 
     def ensure_infra_image(
         self, image: str, pull_policy: str | None = None, display: PullDisplay | None = None
@@ -116,20 +133,20 @@ class Docker:
         `pull_policy` is `--pull` (see cnirun.docker.pull) and `display` shows the pull (None
         under `-q`); the built-in pause image is never pulled, whatever the policy.
         """
-        status, _ = self._try("GET", engine.api_path("/images/{}/json", image))
+        present = self.image_exists(image)
         if image != pause.PAUSE_IMAGE:
             from cnirun.docker import pull
 
             pull.ensure_image(
                 self.endpoint,
                 image,
-                present=status == 200,
+                present=present,
                 policy=pull_policy,
                 display=display,
                 role="infra image",
             )
             return
-        if status == 200:
+        if present:
             return
         log.debug("building %s", image)
         answer = self._call(
@@ -215,7 +232,7 @@ class Docker:
 
     def pid(self, container: str) -> int | None:
         """The main process of a running container; None when it is gone or not running."""
-        status, info = self._try("GET", f"/containers/{container}/json")
+        status, info = self._try("GET", engine.api_path("/containers/{}/json", container))
         if status != 200 or not isinstance(info, dict):
             return None
         state = info.get("State") or {}

@@ -3,8 +3,9 @@ signals and exit codes are Docker's own; cnirun only adds the network, labels an
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from cnirun.docker.runtime import LABEL_ROLE, LABEL_SANDBOX, ROLE_WORKLOAD
 from cnirun.errors import CnirunError
@@ -22,9 +23,80 @@ def docker_cli() -> str:
     return path
 
 
-def plain_argv(flags: Sequence[str], image: str, command: Sequence[str]) -> list[str]:
-    """`docker run` with no CNI at all (`--network host|none`)."""
-    return [docker_cli(), "run", *flags, image, *command]
+def exec_cli(args: Sequence[str], environ: Mapping[str, str]) -> None:
+    """Replace this process with `docker ARGS...`: signals, the terminal and the exit status
+    are then Docker's own (a child would be orphaned, its container left running, if cnirun
+    were killed).
+
+    Raises:
+        CnirunError: the docker CLI is missing or cannot be run.
+    """
+    import logging
+    import os
+
+    argv = [docker_cli(), *args]
+    logging.getLogger(__name__).debug("docker: %s", argv)
+    try:
+        os.execve(argv[0], argv, dict(environ))
+    except OSError as e:
+        raise CnirunError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+
+
+# `docker run` flags newer than some docker CLIs and engines still in use (cnirun's table is
+# docker CLI 28.2.2's): flag -> (the client release that added it, the engine API it needs).
+NEWER_FLAGS: dict[str, tuple[tuple[int, int], str | None]] = {
+    "quiet": ((23, 0), None),
+    "annotation": ((24, 0), "1.43"),
+    "health-start-interval": ((25, 0), "1.44"),
+    "use-api-socket": ((28, 1), None),
+}
+
+
+def _release(text: str) -> tuple[int, int]:
+    parts = [int(p) for p in re.findall(r"\d+", text)[:2]]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def client_version(environ: Mapping[str, str]) -> str:
+    """The docker CLI's version (`docker version`'s Client.Version), "" when it cannot say."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [docker_cli(), "version", "--format", "{{.Client.Version}}"],
+            capture_output=True, text=True, timeout=30, check=False, env=dict(environ),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip()
+
+
+def check_flags(
+    flags: Iterable[str], client: Callable[[], str], api_version: Callable[[], str]
+) -> None:
+    """Refuse flags the installed docker CLI or the engine does not have, before anything is
+    created (the CLI would refuse them only when it runs the workload). `client` and
+    `api_version` are asked only when such a flag is given.
+
+    Raises:
+        CnirunError: a flag newer than the client, or than the engine's API.
+    """
+    newer = sorted(f for f in flags if f in NEWER_FLAGS)
+    if not newer:
+        return
+    version = client()
+    api = api_version()
+    for flag in newer:
+        since, needs_api = NEWER_FLAGS[flag]
+        if version and _release(version) < since:
+            raise CnirunError(
+                f"unknown flag: --{flag}: the installed docker client ({version}) does not have"
+                f" it (docker {since[0]}.{since[1]} added it)"
+            )
+        if needs_api and api and _release(api) < _release(needs_api):
+            raise CnirunError(
+                f"--{flag} needs Docker engine API {needs_api}; the engine speaks {api}"
+            )
 
 
 def run_argv(

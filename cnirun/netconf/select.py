@@ -33,6 +33,7 @@ from cnirun.errors import (
     NetworkNotFoundError,
     NoConfigsFoundError,
     UsageError,
+    suggestion,
 )
 from cnirun.testhooks import default_network_overrides
 
@@ -143,6 +144,22 @@ def scan(netconf_dir: str) -> Scan:
     return Scan(netconf_dir, networks, problems)
 
 
+# Docker's own network names that are no CNI network (host and none are Docker's own modes).
+DOCKER_NETWORK_NAMES = frozenset({"bridge", "default"})
+
+
+def _not_found_hint(name: str, known: Sequence[str]) -> str:
+    """What to do about a network that is not there: the closest name and what exists, and
+    for a Docker network name, that cnirun's networks are CNI configs."""
+    listing = suggestion(name, known, "networks") if known else ""
+    if name in DOCKER_NETWORK_NAMES:
+        return (
+            f"{listing}: cnirun's networks are CNI configs, not Docker networks; see"
+            " `cnirun network ls` (`--network host` and `none` mean Docker's own)"
+        )
+    return listing + ("; see `cnirun network ls`" if known else "")
+
+
 class Configs:
     """The network configs of one directory, as every command sees them.
 
@@ -184,11 +201,14 @@ class Configs:
             # why it was not found (as libcni says it); the other problems are warnings.
             Scan(found.directory, [], found.problems[1:]).warn_problems()
             raise found.problems[0]
+        hint = _not_found_hint(name, [n.name for n in found.networks if n.name])
         if not found.networks:
             raise NoConfigsFoundError(
-                f'no network named "{name}": no net configurations found in {self.directory}'
+                f'no network named "{name}": no net configurations found in {self.directory}' + hint
             )
-        raise NetworkNotFoundError(f'no net configuration with name "{name}" in {self.directory}')
+        raise NetworkNotFoundError(
+            f'no net configuration with name "{name}" in {self.directory}' + hint
+        )
 
     def default(self) -> NetworkConfigList:
         """The network used when none is named (generating the built-in default if needed).

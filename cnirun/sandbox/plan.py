@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
+from cnirun.docker import workload
 from cnirun.docker.pause import PAUSE_IMAGE
 from cnirun.docker.runtime import Docker
 from cnirun.dockerargs import PortMapping, RunArgs
 from cnirun.errors import CnirunError, UsageError
 from cnirun.netconf.select import Configs
 from cnirun.settings import Settings
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class NetworkPlan(NamedTuple):
@@ -56,6 +62,7 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
     Raises:
         CnirunError: for the first problem found, naming the network, file or flag.
     """
+    check_workload(args, docker, settings.environ)
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=settings.cni_timeout)
     nets = configs_for(settings, cni, docker).resolve(args.networks)
     plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
@@ -65,6 +72,7 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
         target.capability_args["portMappings"] = [p.to_cni() for p in ports]
     if args.ips:
         target = _first_with_capability(plans, "ips", "--ip/--ip6", "an IPAM such as host-local")
+        check_ips(target.net, args.ips)
         target.capability_args["ips"] = list(args.ips)
     if args.mac:
         target = _first_with_capability(
@@ -80,6 +88,84 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
         infra_image=args.infra_image or PAUSE_IMAGE,
         ports=ports,
     )
+
+
+def check_workload(args: RunArgs, docker: Docker, environ: Mapping[str, str]) -> None:
+    """What Docker would refuse the workload for, found before the infra exists: a container
+    name in use, an image that is missing while `--pull=never` forbids pulling it (a missing
+    image is otherwise pulled by the workload's own `docker run`, with Docker's display), a
+    flag newer than the docker CLI or the engine.
+
+    Raises:
+        UsageError: in Docker's words.
+    """
+    if args.name:
+        holder = docker.container_id(args.name)
+        if holder is not None:
+            raise UsageError(
+                f'Conflict. The container name "/{args.name}" is already in use by container'
+                f' "{holder}". You have to remove (or rename) that container to be able to'
+                " reuse that name."
+            )
+    if args.pull == "never" and not docker.image_exists(args.image):
+        raise UsageError(f"No such image: {args.image} (and --pull=never forbids pulling it)")
+    workload.check_flags(
+        args.docker_flags,
+        lambda: workload.client_version(docker.endpoint.cli_environ(environ)),
+        lambda: str(docker.version().get("ApiVersion") or ""),
+    )
+
+
+def _host_local_ranges(net: NetworkConfigList) -> list[tuple[IPNetwork, str, str]]:
+    """(subnet, rangeStart, rangeEnd) of the host-local IPAM of `net`'s plugins, as far as
+    the config says (both of its spellings: `ranges` and the older `subnet`)."""
+    found = []
+    for plugin in net.plugins:
+        ipam = plugin.raw.get("ipam")
+        if not isinstance(ipam, dict) or ipam.get("type") != "host-local":
+            continue
+        ranges = [r for rs in ipam.get("ranges") or [] if isinstance(rs, list) for r in rs]
+        if ipam.get("subnet"):
+            ranges.append(ipam)
+        for entry in ranges:
+            try:
+                subnet = ipaddress.ip_network(str(entry.get("subnet")), strict=False)
+            except (ValueError, AttributeError):
+                continue
+            start, end = (str(entry.get(k) or "") for k in ("rangeStart", "rangeEnd"))
+            found.append((subnet, start, end))
+    return found
+
+
+def check_ips(net: NetworkConfigList, ips: Sequence[str]) -> None:
+    """`--ip`/`--ip6` must fit the network's host-local ranges, where its config names them.
+
+    Raises:
+        UsageError: an address outside every range of its IP version.
+    """
+    ranges = _host_local_ranges(net)
+    for text in ips:
+        ip = ipaddress.ip_address(text)
+        same = [r for r in ranges if r[0].version == ip.version]
+        if not same or any(_in_range(ip, *r) for r in same):
+            continue
+        described = ", ".join(
+            str(s) + (f" ({start or s[1]}-{end or s[-2]})" if start or end else "")
+            for s, start, end in same
+        )
+        flag = "--ip" if ip.version == 4 else "--ip6"
+        raise UsageError(
+            f"{flag} {text} is outside the address range of network {net.name}: {described}"
+        )
+
+
+def _in_range(ip: IPAddress, subnet: IPNetwork, start: str, end: str) -> bool:
+    try:
+        low = ipaddress.ip_address(start) if start else None
+        high = ipaddress.ip_address(end) if end else None
+    except ValueError:
+        return ip in subnet
+    return ip in subnet and (low is None or ip >= low) and (high is None or ip <= high)  # type: ignore[operator]
 
 
 def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: str) -> NetworkPlan:

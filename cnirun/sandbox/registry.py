@@ -20,7 +20,7 @@ from cnirun.docker.runtime import (
     Docker,
     connect,
 )
-from cnirun.errors import CnirunError, UsageError
+from cnirun.errors import CnirunError, UsageError, suggestion
 from cnirun.host.etcfiles import ETC_FILES
 from cnirun.sandbox.records import RecordStore, SandboxRecord
 from cnirun.sandbox.teardown import forget, teardown
@@ -70,6 +70,14 @@ class Sandbox(NamedTuple):
                 if key in result:
                     found.append(result[key]["ip"])
         return found
+
+    @property
+    def workload_id(self) -> str:
+        return str((self.workload or {}).get("Id") or "")
+
+    def names(self) -> list[str]:
+        """The workload's container names (without Docker's leading "/")."""
+        return [n.lstrip("/") for n in (self.workload or {}).get("Names") or []]
 
     def row(self) -> dict[str, Any]:
         workload = self.workload or {}
@@ -131,17 +139,21 @@ def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[st
 
 
 def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
-    """A sandbox by workload ID, name or unique prefix, or by sandbox ID (prefix)."""
+    """A sandbox by workload ID, name or unique prefix, or by sandbox ID (prefix).
+
+    Raises:
+        UsageError: none matches (the message lists the sandboxes and the closest name), or
+            several do.
+    """
     sandboxes, _ = load_all(docker, store)
     matches = []
     for sandbox in sandboxes:
-        workload = sandbox.workload or {}
-        names = [n.lstrip("/") for n in workload.get("Names") or []]
-        ids = [workload.get("Id", ""), sandbox.record.id]
-        if ref in names or any(i and i.startswith(ref) for i in ids):
+        ids = [sandbox.workload_id, sandbox.record.id]
+        if ref in sandbox.names() or any(i and i.startswith(ref) for i in ids):
             matches.append(sandbox)
     if not matches:
-        raise UsageError(f"no such sandbox: {ref}")
+        names = [s.names()[0] if s.names() else s.record.id[:12] for s in sandboxes]
+        raise UsageError(f"no such sandbox: {ref}" + suggestion(ref, names, "sandboxes"))
     if len(matches) > 1:
         raise UsageError(f"{ref} matches {len(matches)} sandboxes: use a longer prefix")
     return matches[0]
@@ -156,6 +168,22 @@ def discard_invalid(docker: Docker, store: RecordStore, ref: str) -> bool:
         return False
     store.discard(matches[0])
     return True
+
+
+def workload_id(sandbox: Sandbox) -> str:
+    """The ID of a sandbox's workload container.
+
+    Raises:
+        UsageError: it has none (still starting, or removed).
+    """
+    if not sandbox.workload_id:
+        raise UsageError(f"sandbox {sandbox.record.id[:12]} has no workload container")
+    return sandbox.workload_id
+
+
+def opened(settings: Settings) -> tuple[Docker, RecordStore]:
+    """The engine and the records the sandbox commands work on (nothing is sent yet)."""
+    return connect(settings.environ), RecordStore(settings.state_dir)
 
 
 def remove(

@@ -56,17 +56,8 @@ class Outcome(NamedTuple):
 
 
 def plain_docker(args: RunArgs, environ: dict[str, str]) -> None:
-    """`--network host|none`: no CNI at all, just Docker.
-
-    Replaces this process with the docker CLI, so signals and the exit status are Docker's
-    own (a child would be orphaned, its container left running, if cnirun were killed).
-    """
-    argv = workload.plain_argv(args.workload_flags, args.image, args.command)
-    log.debug("docker: %s", argv)
-    try:
-        os.execve(argv[0], argv, environ)
-    except OSError as e:
-        raise CnirunError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+    """`--network host|none`: no CNI at all, just Docker (the docker CLI replaces cnirun)."""
+    workload.exec_cli(["run", *args.workload_flags, args.image, *args.command], environ)
 
 
 class Session:

@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     free_port,
     http_get,
     ipv4_of,
+    one_error_line,
     read_line,
     sh,
     wait_for,
@@ -333,7 +334,10 @@ def test_unreachable_docker_creates_nothing(rig: Harness) -> None:
     env = rig.env(DOCKER_HOST=f"unix://{rig.tmp}/no-docker.sock")
     run = rig.run("--rm", IMAGE, "true", env=env)
     assert run.returncode == 125, run.explain()
-    assert "cannot connect to the Docker daemon" in run.stderr, run.explain()
+    assert one_error_line(run.stderr) == (
+        f"cnirun: error: Cannot connect to the Docker daemon at unix://{rig.tmp}/no-docker.sock."
+        " Is the docker daemon running?"
+    ), run.explain()
     rig.assert_nothing_created(run)
 
 
@@ -561,7 +565,9 @@ def test_teardown_starts_when_the_workload_dies(rig: Harness) -> None:
     assert delete < cli_exit, log  # DEL ran while the docker CLI still lingered
     rig.assert_clean(sorted(rig.sandbox_ids))
     # A docker CLI that fails before any container runs: the teardown after it does it all.
-    run = rig.run("--rm", "--pull", "never", f"cnirun-test/none-{rig.tag}", "true", env=env)
+    # (A flag value only docker checks: a missing image under --pull=never is now refused
+    # before anything is created.)
+    run = rig.run("--rm", "--memory", "bogus", IMAGE, "true", env=env)
     assert run.returncode == 125, run.explain()
     assert "the workload died" not in run.debug, run.explain()
     assert [c["cmd"] for c in rig.fake_calls()] == ["ADD", "DEL", "ADD", "DEL"]

@@ -138,7 +138,7 @@ def test_console_entry_flushes_keeps_the_code_and_waits_for_threads(tmp_path: Pa
     marker = tmp_path / "thread-finished"
     done = subprocess.run([*run, "ps", str(marker)], capture_output=True, text=True, env=env,
                           timeout=60)  # fmt: skip
-    assert done.returncode == 0 and done.stdout.startswith("SANDBOX"), done
+    assert done.returncode == 0 and done.stdout.startswith("CONTAINER ID"), done
     assert marker.exists()
 
 

@@ -223,7 +223,10 @@ def test_inspect_prints_a_json_list_and_names_a_missing_network(
     assert [a["containerId"] for a in info["attachments"]] == ["cnirun-abc"]
     code, out, err = cli(capsys, "network", "inspect", "i", "nope")
     assert (code, out) == (125, "")
-    assert err == f'cnirun: error: no net configuration with name "nope" in {lab.netconf}\n'
+    assert err == (
+        f'cnirun: error: no net configuration with name "nope" in {lab.netconf}'
+        " (networks: i); see `cnirun network ls`\n"
+    )
 
 
 # -- rm -------------------------------------------------------------------------------------
@@ -248,7 +251,16 @@ def test_rm_of_a_missing_name_says_so(lab: CliLab, capsys: pytest.CaptureFixture
     assert cli(capsys, "network", "create", "r1", "--subnet", "10.210.46.0/24")[0] == 0
     code, out, err = cli(capsys, "network", "rm", "nope")
     assert (code, out) == (125, "")
-    assert err == f'cnirun: error: no net configuration with name "nope" in {lab.netconf}\n'
+    assert err == (
+        f'cnirun: error: no net configuration with name "nope" in {lab.netconf}'
+        " (networks: r1); see `cnirun network ls`\n"
+    )
+    # A typo gets the closest name; Docker's network names get what cnirun's networks are.
+    code, out, err = cli(capsys, "network", "rm", "r1x")
+    assert err.endswith(' (did you mean "r1"? networks: r1); see `cnirun network ls`\n'), err
+    code, out, err = cli(capsys, "network", "inspect", "bridge")
+    assert code == 125 and "cnirun's networks are CNI configs, not Docker networks" in err
+    assert "`cnirun network ls`" in err and len(err.splitlines()) == 1
 
 
 def test_rm_refuses_files_cnirun_did_not_create_unless_forced(

@@ -125,3 +125,12 @@ def test_a_malformed_answer_is_a_docker_runtime_error_in_runtime(tmp_path: Path)
     docker.engine = engine
     with pytest.raises(DockerRuntimeError, match="not a list"):
         docker.containers()
+def test_no_daemon_is_said_in_dockers_words(tmp_path: Path) -> None:
+    from cnirun.docker.engine import Engine, EngineError
+
+    host = f"unix://{tmp_path}/docker.sock"
+    with pytest.raises(EngineError) as info:
+        Engine(host).request("GET", "/version")
+    assert info.value.message == (
+        f"Cannot connect to the Docker daemon at {host}. Is the docker daemon running?"
+    )

@@ -60,3 +60,46 @@ def test_an_infra_in_this_hosts_network_namespace_is_refused() -> None:
     assert runtime._same_netns(os.getpid())
     with pytest.raises(DockerRuntimeError, match="shares this host's network namespace"):
         docker_with(FakeEngine(os.getpid())).create_infra(spec())
+
+
+class Answers:
+    """Answers GET paths from a table: path -> status (200 answers {"Id": ...})."""
+
+    def __init__(self, statuses: dict[str, int]) -> None:
+        self.statuses = statuses
+        self.paths: list[str] = []
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        from cnirun.docker.engine import EngineError
+
+        self.paths.append(path)
+        status = self.statuses.get(path, 404)
+        if status != 200:
+            raise EngineError(status, f"status {status}")
+        return {"Id": "d" * 64}
+
+
+def test_lookups_escape_the_name_and_treat_invalid_references_as_missing() -> None:
+    answers = Answers({
+        "/images/cnirun%2Fpause%3A1/json": 200, "/images/Busybox/json": 400,
+        "/containers/web/json": 200,
+    })  # fmt: skip
+    docker = docker_with(answers)  # type: ignore[arg-type]
+    assert docker.image_exists("cnirun/pause:1")
+    assert not docker.image_exists("Busybox") and not docker.image_exists("nope")
+    assert docker.container_id("web") == "d" * 64 and docker.container_id("db") is None
+    assert answers.paths[-1] == "/containers/db/json"
+
+
+def test_no_daemon_is_dockers_own_words() -> None:
+    from cnirun.docker.engine import EngineError
+
+    class Down:
+        def request(self, method: str, path: str, **kwargs: Any) -> Any:
+            raise EngineError(0, "Cannot connect to the Docker daemon at unix:///x.sock.")
+
+    docker = docker_with(Down())  # type: ignore[arg-type]
+    for call in (lambda: docker.image_exists("busybox"), docker.version):
+        with pytest.raises(DockerRuntimeError) as info:
+            call()
+        assert str(info.value) == "Cannot connect to the Docker daemon at unix:///x.sock."
