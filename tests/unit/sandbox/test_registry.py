@@ -29,8 +29,9 @@ def world(tmp_path: Path) -> tuple[Any, RecordStore]:
     rows = []
     for name, (sandbox_id, workload_id) in IDS.items():
         store.save(SandboxRecord(
-            id=sandbox_id, infra_name=f"cnirun-infra-{sandbox_id}", netns_name=f"cnirun-{sandbox_id}",
-            cache_dir="/c", plugin_dirs=[], cni_timeout=1.0, detach=True,
+            id=sandbox_id, infra_name=f"cnirun-infra-{sandbox_id}",
+            netns_name=f"cnirun-{sandbox_id}", cache_dir="/c", plugin_dirs=[], cni_timeout=1.0,
+            detach=True,
         ))  # fmt: skip
         rows.append({
             "Id": workload_id, "Names": [f"/{name}"], "State": "running",
