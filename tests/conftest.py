@@ -1,7 +1,8 @@
-"""Shared pytest fixtures: the e2e host check every `e2e` test depends on, and temp dirs.
+"""Shared pytest fixtures: the e2e host check every `e2e` test depends on.
 
 Tests under tests/e2e are marked `e2e` automatically, and every `e2e` test requests the
-session fixture `e2e_host`, which fails (never skips) when the host is not prepared.
+session fixture `e2e_host`, which fails (never skips) when the host is not prepared. Their
+private world (dirs, names, subnets, cleanup) is the `rig` fixture of tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -83,19 +84,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             and "e2e_host" not in fixturenames
         ):
             fixturenames.insert(0, "e2e_host")
-
-
-@pytest.fixture
-def netconf_dir(tmp_path: Path) -> Path:
-    """An empty directory for network configurations (point NETCONFPATH at it)."""
-    path = tmp_path / "net.d"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    """An empty directory to use as the CNI result cache instead of /var/lib/cni."""
-    path = tmp_path / "cni-cache"
-    path.mkdir()
-    return path
