@@ -55,9 +55,10 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests import leakcheck
-from tests.leakcheck import DEFAULT_CACHE_DIR, DEFAULT_IPAM_DIR, NETNS_DIR
+from tests.leakcheck import DEFAULT_CACHE_DIR, DEFAULT_IPAM_DIR
 
 REPO = Path(__file__).resolve().parents[2]
+NETNS_DIR = leakcheck.NETNS_DIR
 PLUGIN_DIR = "/usr/lib/cni"
 FAKE_PLUGIN = REPO / "tests" / "fake_plugins" / "fake"
 IMAGE = "busybox:latest"

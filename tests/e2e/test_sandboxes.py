@@ -149,7 +149,7 @@ def test_kill_9_while_the_workload_runs_then_gc(rig: Harness, net: Net) -> None:
     assert rig.containers(), "the workload never started"
     ids = rig.records()
     proc.kill()
-    proc.communicate()
+    proc.wait()  # not communicate(): the orphaned docker CLI keeps its pipes open
     # The docker CLI child outlives cnirun; gc must stop the orphaned workload too.
     gc = rig.run("gc")
     assert gc.returncode == 0, gc.stderr
