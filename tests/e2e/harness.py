@@ -982,6 +982,9 @@ class Harness:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
+        for proc in self.procs:  # reaped: a zombie would still count as its sandbox's owner
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
         for undo in reversed(self.debris):
             with contextlib.suppress(Exception):
                 undo()
