@@ -18,7 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import PLUGIN_DIR, Harness, Net, Result, assert_gone, free_port, sh
+from tests.e2e.harness import (
+    PLUGIN_DIR,
+    Harness,
+    Net,
+    Result,
+    assert_gone,
+    free_port,
+    read_line,
+    sh,
+    wait_for,
+)
 from tests.leakcheck import DEFAULT_IPAM_DIR, assert_no_leaks
 
 pytestmark = pytest.mark.e2e
@@ -319,3 +329,40 @@ def test_parallel_rm_of_the_same_sandbox_is_safe(rig: Harness, net: Net) -> None
                 assert err.strip() == line, (attempt, err)
         assert any(p.returncode == 0 for p, _, _ in outcomes), [e for _, _, e in outcomes]
         rig.assert_clean([sandbox_id])
+
+
+def test_gc_of_another_state_dir_spares_a_sandbox_in_teardown(rig: Harness) -> None:
+    """Another installation's gc cannot see this sandbox's record: while its teardown runs
+    (infra already removed, a slow DEL in progress) that gc must leave its netns holder and
+    cached attachments alone, or the bridge's DEL finds no veth and leaves its rules."""
+    cni_path = rig.fake_plugin()
+    rig.network(extra=[{"type": "fake", "fake": {"DEL": {"sleep": 3}}}])
+    env = rig.env(CNI_PATH=cni_path, CNIRUN_STOP_TIMEOUT="1")
+    proc = rig.start("--debug", "--rm", "busybox", "sh", "-c", "echo ready; exec sleep 30", env=env)
+    assert read_line(proc) == "ready"
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: len(rig.fake_calls()) == 2, 15, "the slow DEL to start")
+    # Same cache dir (as /var/lib/cni is, by default), another state dir.
+    gc = rig.run("gc", env=rig.env(CNIRUN_STATE_DIR=str(rig.tmp / "other-state")))
+    run = rig.finish(proc)
+    [sandbox_id] = run.sandbox_ids
+    assert gc.returncode == 0, gc.explain()
+    assert sandbox_id not in gc.stdout, gc.stdout  # (it may reclaim others' leftovers)
+    assert run.returncode in (137, 143), run.explain()
+    assert "cnirun: warning" not in run.stderr, run.explain()
+    rig.assert_clean(run.sandbox_ids)
+
+
+def test_gc_of_another_state_dir_spares_a_sandbox_whose_infra_died(rig: Harness, net: Net) -> None:
+    """The infra is gone but the workload still runs: to a gc that has no record of the
+    sandbox, the workload container says it is someone's, so its netns holder stays."""
+    proc = rig.start("--debug", "--rm", *rig.label, "busybox", "sh", "-c", "sleep 3; exit 4")
+    wait_for(lambda: rig.containers(running=True), 30, "the workload to start")
+    [sandbox_id] = rig.records()
+    sh("docker", "rm", "-f", f"cnirun-infra-{sandbox_id}")
+    gc = rig.run("gc", env=rig.env(CNIRUN_STATE_DIR=str(rig.tmp / "other-state")))
+    assert gc.returncode == 0, gc.explain()
+    assert sandbox_id not in gc.stdout, gc.stdout  # (it may reclaim others' leftovers)
+    run = rig.finish(proc, timeout=60)
+    assert run.returncode == 4, run.explain()
+    rig.assert_clean([sandbox_id])
