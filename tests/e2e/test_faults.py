@@ -111,7 +111,8 @@ def test_a_state_dir_made_read_only_mid_run_still_tears_down(rig: Harness) -> No
     rig.network()
     state = rig.state_dir
     state.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], check=True)
+    options = "size=4m,mode=0700"  # a private dir, as cnirun requires of its state dir
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(state)], check=True)
     try:
         proc = rig.start("--rm", *rig.label, "busybox", "sleep", "3")
         wait_for(lambda: rig.containers(running=True), 30, "the workload to run")
