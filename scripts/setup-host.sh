@@ -129,7 +129,7 @@ install_project() {
 import importlib.util, pathlib, sys
 spec = importlib.util.find_spec("cnirun")
 ok = spec is not None and spec.origin is not None and pathlib.Path(spec.origin).is_relative_to(sys.argv[1])
-for mod in ("docker", "pyroute2", "typer", "pytest", "pytest_randomly", "mypy", "ruff"):
+for mod in ("docker", "pyroute2", "typer", "pytest", "pytest_randomly", "hypothesis", "mypy", "ruff"):
     ok = ok and importlib.util.find_spec(mod) is not None
 sys.exit(0 if ok else 1)
 EOF
