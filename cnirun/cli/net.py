@@ -25,6 +25,7 @@ from cnirun.cli.common import (
 from cnirun.cli.output import json_out, require_root, say
 from cnirun.cni import gojson, validate
 from cnirun.cni.api import CNIConfig
+from cnirun.cni.cache import CacheEntry
 from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import CacheError, UsageError
@@ -137,17 +138,25 @@ def _with_cached_args(target: Target, rt: RuntimeConf) -> RuntimeConf:
     caller gives none: plugins such as portmap only undo what their DEL is told about."""
     if rt.cni_args and rt.capability_args:
         return rt
-    try:
-        cached = target.cni.cache.attachments(rt.container_id)
-    except CacheError:
-        cached = []  # an unreadable cache: the ADD itself says so, after its rollback
-    for entry in cached:
+    entry = _cached_attachment(target, rt)
+    if entry is None:
+        return rt
+    return rt._replace(
+        cni_args=rt.cni_args or entry.cni_args,
+        capability_args=rt.capability_args or entry.capability_args,
+    )
+
+
+def _cached_attachment(target: Target, rt: RuntimeConf) -> CacheEntry | None:
+    """The cache's entry for this network, container ID and interface, if any.
+
+    Raises:
+        CacheError: the cache cannot be read.
+    """
+    for entry in target.cni.cache.attachments(rt.container_id):
         if entry.network_name == target.net.name and entry.ifname == rt.ifname:
-            return rt._replace(
-                cni_args=rt.cni_args or entry.cni_args,
-                capability_args=rt.capability_args or entry.capability_args,
-            )
-    return rt
+            return entry
+    return None
 
 
 def _on_netns(
@@ -179,15 +188,14 @@ def _add(target: Target, rt: RuntimeConf) -> None:
     # A second ADD would fail in the plugins, and its rollback DEL would then undo the first
     # attachment: refuse it before anything runs (cnitool's ADD leaves the first intact too).
     try:
-        cached = target.cni.cache.attachments(rt.container_id)
+        existing = _cached_attachment(target, rt)
     except CacheError:
-        cached = []  # an unreadable cache: the ADD itself says so, after its rollback
-    for entry in cached:
-        if entry.network_name == target.net.name and entry.ifname == rt.ifname:
-            raise UsageError(
-                f"{rt.netns} is already attached to network {target.net.name} as {rt.ifname} "
-                f"(container ID {rt.container_id}): `cnirun net del` it first, or use --ifname"
-            )
+        existing = None  # an unreadable cache: the ADD itself says so, after its rollback
+    if existing is not None:
+        raise UsageError(
+            f"{rt.netns} is already attached to network {target.net.name} as {rt.ifname} "
+            f"(container ID {rt.container_id}): `cnirun net del` it first, or use --ifname"
+        )
     if localnet.needed(p.type for p in target.net.plugins):
         localnet.ensure()
     json_out(target.cni.add_network_list(target.net, rt).to_json(), indent=4)
