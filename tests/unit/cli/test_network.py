@@ -22,7 +22,7 @@ from cnirun.docker.runtime import Docker
 from cnirun.host import links
 from cnirun.netconf import generate, manage
 from tests.unit.conftest import CniEnv
-from tests.unit.netconf.lab import Lab, attach, conflist, in_process, lab_on, net
+from tests.unit.netconf.lab import Lab, assert_internal, attach, conflist, in_process, lab_on, net
 
 
 class CliLab(Lab):
@@ -95,11 +95,7 @@ def test_create_with_subnet_gateway_and_ip_range(
 
 def test_create_internal(lab: CliLab, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(capsys, "network", "create", "quiet", "--internal") == (0, "quiet\n", "")
-    raw = conflist(lab, "quiet")
-    bridge = raw["plugins"][0]
-    assert (bridge["isGateway"], bridge["ipMasq"]) == (False, False)
-    assert "routes" not in bridge["ipam"]
-    assert [p["type"] for p in raw["plugins"]] == ["bridge", "firewall", "tuning"]
+    assert_internal(conflist(lab, "quiet"))
 
 
 @pytest.mark.parametrize(

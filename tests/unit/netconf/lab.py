@@ -158,3 +158,11 @@ def attach(lab: Lab, network: str, cid: str, address: str, netns: str = "") -> N
     raw = (lab.netconf / f"{network}.conflist").read_bytes()
     result = Result.decode({"ips": [{"address": address}]}, "1.0.0")
     ResultCache(str(lab.cache)).write(network, raw, RuntimeConf(cid, netns, "eth0"), result)
+
+
+def assert_internal(raw: dict[str, Any]) -> None:
+    """An `--internal` bridge network: no gateway, masquerade, default route or portmap."""
+    bridge = raw["plugins"][0]
+    assert (bridge["isGateway"], bridge["ipMasq"]) == (False, False)
+    assert "routes" not in bridge["ipam"]
+    assert [p["type"] for p in raw["plugins"]] == ["bridge", "firewall", "tuning"]

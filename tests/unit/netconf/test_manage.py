@@ -25,7 +25,7 @@ from cnirun.netconf.generate import IPRange, NetworkSpec
 from cnirun.netconf.manage import CreateRequest
 from cnirun.netconf.select import Configs
 from tests.unit.conftest import CniEnv
-from tests.unit.netconf.lab import Lab, attach, conflist, lab_on, net
+from tests.unit.netconf.lab import Lab, assert_internal, attach, conflist, lab_on, net
 
 DOCKER_SUBNETS = ["172.17.0.0/16"]
 
@@ -128,11 +128,7 @@ def test_create_with_subnet_gateway_and_ip_range(
 
 def test_create_internal_has_no_gateway_masquerade_route_or_portmap(lab: ManageLab) -> None:
     lab.create("quiet", internal=True)
-    raw = conflist(lab, "quiet")
-    bridge = raw["plugins"][0]
-    assert (bridge["isGateway"], bridge["ipMasq"]) == (False, False)
-    assert "routes" not in bridge["ipam"]
-    assert [p["type"] for p in raw["plugins"]] == ["bridge", "firewall", "tuning"]
+    assert_internal(conflist(lab, "quiet"))
 
 
 @pytest.mark.parametrize(
