@@ -231,6 +231,6 @@ def reconcile(docker: Docker, store: RecordStore) -> None:
 def reconcile_quietly(settings: Settings) -> None:
     """`reconcile` for commands that do not otherwise need Docker: problems are only logged."""
     try:
-        reconcile(connect(settings.environ), RecordStore(settings.state_dir))
+        reconcile(*opened(settings))
     except (CnirunError, OSError) as e:
         log.debug("reconciling sandboxes: %s", e)
