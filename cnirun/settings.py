@@ -128,7 +128,9 @@ class Settings:
         cache_dir: str | None = None,
         cni_timeout: float | None = None,
     ) -> Settings:
-        """These settings, with a command's own flags on top."""
+        """These settings, with a command's own flags on top (themselves when none is given)."""
+        if netconf_dir is None and cni_path is None and cache_dir is None and cni_timeout is None:
+            return self
         return Settings.load(
             self.environ,
             netconf_dir=netconf_dir or self.netconf_dir,

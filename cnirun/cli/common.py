@@ -42,9 +42,6 @@ def command_settings(
 ) -> Settings:
     """The Settings `main()` resolved for this command line, with the command's flags on top."""
     base = _current[0] if _current else Settings.load()  # Settings.load: a call outside main()
-    flags = (netconf_dir, cni_path, cache_dir, cni_timeout)
-    if all(flag is None for flag in flags):
-        return base
     return base.with_flags(
         netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir, cni_timeout=cni_timeout
     )
