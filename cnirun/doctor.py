@@ -22,14 +22,13 @@ from cnirun.cni.config import NetworkConfigList
 from cnirun.errors import CNIError, CnirunError, ConfigError, ExitCode
 from cnirun.files import check_owned
 from cnirun.netconf import select
-from cnirun.settings import Settings
+from cnirun.settings import VERSION_TIMEOUT, Settings
 
 if TYPE_CHECKING:
     from cnirun.docker.endpoint import Endpoint
     from cnirun.docker.runtime import Docker
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-VERSION_TIMEOUT = 10.0
 # Plugins whose traffic crosses the host's FORWARD chain, so a DROP policy matters.
 FORWARDING_TYPES = ("bridge", "ptp")
 

@@ -21,6 +21,8 @@ DEFAULT_STATE_DIR = "/var/lib/cnirun"
 DEFAULT_STOP_TIMEOUT = 10.0
 # Seconds a plugin call may take when the caller does not say (cri-dockerd allows 220).
 DEFAULT_CNI_TIMEOUT = 120.0
+# Seconds a plugin gets to answer VERSION where cnirun only asks (doctor, network, version).
+VERSION_TIMEOUT = 10.0
 
 _FALSE = ("", "0", "false", "no")
 

@@ -20,8 +20,7 @@ from cnirun.cni.api import CNIConfig
 from cnirun.errors import CnirunError
 from cnirun.netconf import manage
 from cnirun.netconf.select import Configs
-
-VERSION_TIMEOUT = 10.0
+from cnirun.settings import VERSION_TIMEOUT
 
 app = typer.Typer(
     help="Create, list, inspect and remove CNI network configs.",

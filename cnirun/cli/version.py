@@ -8,8 +8,7 @@ from cnirun import __version__
 from cnirun.cli.common import command_settings
 from cnirun.cli.output import say
 from cnirun.errors import CnirunError
-
-VERSION_TIMEOUT = 10.0
+from cnirun.settings import VERSION_TIMEOUT
 
 
 def version() -> None:
