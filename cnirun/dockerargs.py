@@ -197,6 +197,8 @@ _KINDS: dict[str, _Kind] = {
     # Recorded so that cnirun's own /etc/hosts and /etc/resolv.conf mounts give way to the
     # user's and are read-only under --read-only, as Docker's are.
     **dict.fromkeys(("read-only", "volume", "mount"), _Kind.RECORD),
+    # Recorded because they decide whether the sandbox outlives the docker CLI.
+    **dict.fromkeys(("restart", "sig-proxy"), _Kind.RECORD),
     **dict.fromkeys(
         ("hostname", "domainname", "dns", "dns-search", "dns-option", "add-host"), _Kind.INFRA
     ),
@@ -303,6 +305,8 @@ class RunArgs(NamedTuple):
     quiet: bool = False
     platform: str | None = None
     read_only: bool = False
+    restart: str = "no"  # the restart policy's name (no, always, unless-stopped, on-failure)
+    sig_proxy: bool = True
     mount_targets: tuple[str, ...] = ()  # container paths of -v/--mount, normalised
     workload_flags: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
@@ -349,6 +353,8 @@ class _State:
     quiet: bool = False
     platform: str | None = None
     read_only: bool = False
+    restart: str = "no"
+    sig_proxy: bool = True
 
     def __init__(self) -> None:
         self.networks: list[str] = []
@@ -632,6 +638,10 @@ def _apply_record(state: _State, occ: _Occurrence) -> None:
         state.platform = value
     elif name == "read-only":
         state.read_only = _parse_bool(occ)
+    elif name == "restart":
+        state.restart = value.partition(":")[0] or "no"  # docker checks the rest
+    elif name == "sig-proxy":
+        state.sig_proxy = _parse_bool(occ)
     elif name == "volume":
         state.mount_targets.append(_volume_target(value))
     elif name == "mount":

@@ -63,6 +63,7 @@ COMMANDS: dict[str, Command] = {
     "wait": Command("cnirun.cli.verbs", "wait", raw=True),
     "kill": Command("cnirun.cli.verbs", "kill", raw=True),
     "stop": Command("cnirun.cli.sandbox", "stop", root=True),
+    "start": Command("cnirun.cli.sandbox", "start", root=True),
     "rm": Command("cnirun.cli.sandbox", "rm", root=True),
     "gc": Command("cnirun.cli.sandbox", "gc", root=True),
     "network": Command("cnirun.cli.network", "app"),

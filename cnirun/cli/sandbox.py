@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from cnirun.sandbox.records import RecordStore
     from cnirun.sandbox.registry import Sandbox
 
-ALL = typer.Option(False, "--all", "-a", help="Show exited and orphaned sandboxes too.")
+ALL = typer.Option(
+    False, "--all", "-a", help="Show every sandbox (default: running, paused, restarting)."
+)
 QUIET = typer.Option(False, "--quiet", "-q", help="Only print container IDs.")
 NO_TRUNC = typer.Option(False, "--no-trunc", help="Do not truncate IDs and commands.")
 FILTER = typer.Option(
@@ -42,7 +45,10 @@ REFS = typer.Argument(
     autocompletion=complete_sandboxes,
     help="Workload container ID, name or unique prefix (or sandbox ID).",
 )
-FORCE = typer.Option(False, "--force", "-f", help="Remove a running sandbox (stops it first).")
+FORCE = typer.Option(False, "--force", "-f", help="Remove a running sandbox (kills it first).")
+STOP_TIME = typer.Option(
+    None, "--time", "-t", min=0, help="Seconds to wait before killing the workload."
+)
 DRY_RUN = typer.Option(False, "--dry-run", help="Only print what would be reclaimed.")
 
 PS_FILTERS = ("name", "network", "status", "label", "id")
@@ -71,15 +77,24 @@ def _quoted(command: str, no_trunc: bool) -> str:
     return f'"{command}"'
 
 
+_OWN_STATUS = {
+    "starting": "Starting",
+    "orphaned": "Orphaned (its cnirun is gone)",
+    "elsewhere": "On another engine",
+}
+
+
 def ps_fields(sandbox: Sandbox, no_trunc: bool = False) -> dict[str, Any]:
     """One row of `ps`: the JSON keys, and Docker's template fields (.ID, .Names, ...)."""
     row = sandbox.row()
     workload = sandbox.workload or {}
     full_id = sandbox.workload_id
     created = float(workload.get("Created") or row["created"] or 0)
-    status = str(workload.get("Status") or "")
-    if sandbox.state != "running":
-        status = f"{sandbox.state} ({status})" if status else sandbox.state
+    # Docker's own words for a workload it has ("Exited (3) 5 seconds ago", "Up 1 second
+    # (Paused)"), cnirun's for the rest.
+    status = _OWN_STATUS.get(sandbox.state, "") or str(workload.get("Status") or "")
+    if sandbox.state == "elsewhere":
+        status += f" ({sandbox.record.engine_id[:14]})"
     return {
         **row,
         "created": rfc3339(row["created"] or created),
@@ -143,7 +158,7 @@ def ps(
     registry.reconcile(docker, store)
     found, _ = registry.load_all(docker, store)
     every_state = all_states or any(key == "status" for key, _ in wanted)
-    shown = [s for s in found if (every_state or s.state == "running") and _matches(s, wanted)]
+    shown = [s for s in found if (every_state or s.up) and _matches(s, wanted)]
     rows = [ps_fields(s, no_trunc) for s in shown]
     if quiet:
         for row in rows:
@@ -192,7 +207,13 @@ def inspect(refs: list[str] = REFS, template: str | None = INSPECT_FORMAT) -> No
             say(form.render(data))
 
 
-def _remove(refs: list[str], force: bool, stop_only: bool) -> None:
+def _each(
+    refs: list[str],
+    act: Callable[[Docker, RecordStore, Sandbox], list[str]],
+    discard_invalid: bool = False,
+) -> None:
+    """Act on each sandbox named; print each one done (as docker does: only what was).
+    With `discard_invalid` (`rm -f`), a record too damaged to be a sandbox is removed."""
     from cnirun.sandbox import registry
 
     docker, store = _sandboxes()
@@ -201,36 +222,57 @@ def _remove(refs: list[str], force: bool, stop_only: bool) -> None:
         try:
             sandbox = registry.find(docker, store, ref)
         except UsageError:
-            if force and not stop_only and registry.discard_invalid(docker, store, ref):
+            if discard_invalid and registry.discard_invalid(docker, store, ref):
                 say(ref)
                 continue
             raise
-        left = registry.remove(docker, store, sandbox, force=force, stop_only=stop_only)
+        left = act(docker, store, sandbox)
         if not left:
-            say(ref)  # as docker does: only what was really removed
+            say(ref)
         failures += left
     if failures:
         raise MultiError(failures, "teardown incomplete")
 
 
-def stop(refs: list[str] = REFS) -> None:
-    """Stop workloads and tear their sandboxes down (the stopped container stays).
+def stop(refs: list[str] = REFS, seconds: int | None = STOP_TIME) -> None:
+    """Stop sandboxes' workloads; their networks stay, for `cnirun start` (or `docker
+    start`). The grace time is -t, else the workload's --stop-timeout, else
+    $CNIRUN_STOP_TIMEOUT (10 s).
+
+    \b
+    Examples:
+      cnirun stop web
+      cnirun stop -t 0 web
+    """
+    from cnirun.sandbox import registry
+
+    default = command_settings().stop_timeout
+    _each(refs, lambda d, s, box: registry.stop(d, s, box, seconds, default))
+
+
+def start(refs: list[str] = REFS) -> None:
+    """Start stopped sandboxes: the infra (its network mended if Docker gave it a new
+    namespace), then the workload. Use `cnirun logs -f` or `docker attach` to follow it.
 
     \b
     Example:
-      cnirun stop web
+      cnirun start web
     """
-    _remove(refs, force=True, stop_only=True)
+    from cnirun.sandbox import registry
+
+    _each(refs, registry.start)
 
 
 def rm(refs: list[str] = REFS, force: bool = FORCE) -> None:
-    """Remove workloads and tear their sandboxes down.
+    """Remove sandboxes: the workload (killed at once with -f), its network and record.
 
     \b
     Example:
       cnirun rm -f web
     """
-    _remove(refs, force=force, stop_only=False)
+    from cnirun.sandbox import registry
+
+    _each(refs, lambda d, s, box: registry.remove(d, s, box, force), discard_invalid=force)
 
 
 def gc(dry_run: bool = DRY_RUN) -> None:

@@ -90,6 +90,7 @@ class Docker:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.engine = engine.Engine(endpoint.host)
+        self._engine_id: str | None = None
 
     def _call(self, doing: str, method: str, path: str, **kwargs: Any) -> Any:
         log.debug("docker: %s %s", method, path)
@@ -113,6 +114,14 @@ class Docker:
             if e.status == 0:
                 raise DockerRuntimeError(e.message) from None
             raise DockerRuntimeError(f"docker {method} {path}: {e.message}") from None
+
+    def engine_id(self) -> str:
+        """The engine's ID (`docker info`'s ID), asked once: which engine a sandbox is on."""
+        if self._engine_id is None:
+            info = self._call("ask the Docker engine its ID", "GET", "/info")
+            found = info.get("ID") if isinstance(info, dict) else None
+            self._engine_id = found if isinstance(found, str) else ""
+        return self._engine_id
 
     def image_exists(self, ref: str) -> bool:
         """Whether the engine has image `ref` locally (nothing is pulled); an invalid
@@ -168,7 +177,9 @@ class Docker:
     def create_infra(
         self, spec: InfraSpec, created: Callable[[str], None] = lambda _: None
     ) -> Infra:
-        """Create and start the infra container: network mode none, labelled, restart never.
+        """Create and start the infra container: network mode none, labelled, restarted by
+        Docker unless cnirun removed it (a workload Docker restarts after an engine restart
+        needs its infra running again to join; cnirun then repairs the network).
 
         `created` gets the container's ID as soon as the engine answers the create, so the
         caller can record it before anything else can fail (teardown then removes by ID).
@@ -188,7 +199,7 @@ class Docker:
             "Image": spec.image,
             "Labels": labels,
             "NetworkDisabled": True,
-            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "no"}},
+            "HostConfig": {"NetworkMode": "none", "RestartPolicy": {"Name": "unless-stopped"}},
         }
         if spec.hostname:
             body["Hostname"] = spec.hostname
@@ -230,14 +241,23 @@ class Docker:
             domainname=str(config.get("Domainname") or ""),
         )
 
+    def inspect(self, container: str) -> dict[str, Any] | None:
+        """`docker inspect` of a container; None when there is no such container."""
+        status, info = self._try("GET", engine.api_path("/containers/{}/json", container))
+        return info if status == 200 and isinstance(info, dict) else None
+
     def pid(self, container: str) -> int | None:
         """The main process of a running container; None when it is gone or not running."""
-        status, info = self._try("GET", engine.api_path("/containers/{}/json", container))
-        if status != 200 or not isinstance(info, dict):
+        info = self.inspect(container)
+        if info is None:
             return None
-        state = info.get("State") or {}
-        pid = int(state.get("Pid") or 0)
-        return pid if state.get("Running") and pid > 0 else None
+        state = info.get("State")
+        if not isinstance(state, dict):
+            return None
+        pid = state.get("Pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            return None
+        return pid if state.get("Running") else None
 
     def remove(self, container: str) -> None:
         """Force-remove a container; one that is already gone (or going) is fine."""
@@ -299,9 +319,21 @@ class Docker:
         """SIGKILL a running container; a stopped or missing one is fine."""
         self._try("POST", engine.api_path("/containers/{}/kill", container))
 
-    def stop(self, container: str, timeout: int = 10) -> None:
-        """Stop a container like `docker stop` (SIGTERM, then SIGKILL after `timeout`)."""
-        self._try("POST", engine.api_path("/containers/{}/stop", container), query={"t": timeout})
+    def stop(self, container: str, timeout: int | None = None) -> None:
+        """Stop a container like `docker stop`: its stop signal, then SIGKILL after `timeout`
+        seconds (None: the container's own --stop-timeout, else Docker's 10)."""
+        query = {} if timeout is None else {"t": timeout}
+        self._try("POST", engine.api_path("/containers/{}/stop", container), query=query)
+
+    def start(self, container: str) -> None:
+        """Start a created or stopped container (one already running is fine).
+
+        Raises:
+            DockerRuntimeError: it is gone, or Docker cannot start it (in Docker's words).
+        """
+        status, answer = self._try("POST", engine.api_path("/containers/{}/start", container))
+        if status in (404, 409):
+            raise DockerRuntimeError(f"cannot start container {container[:12]}: {answer}")
 
     def version(self) -> dict[str, Any]:
         """The engine's `/version` answer (Version, ApiVersion, ...)."""

@@ -176,6 +176,34 @@ def netns_exists(path: str) -> bool:
         os.close(fd)
 
 
+def same_netns(a: str, b: str) -> bool:
+    """Whether two netns files (`/proc/<pid>/ns/net`, a holder) are one namespace; False
+    when either is missing."""
+    try:
+        return _same_file(os.stat(a), os.stat(b))
+    except OSError:
+        return False
+
+
+def processes_in(path: str) -> list[int]:
+    """The processes whose network namespace is the one held at `path` (none if it is not
+    held): a namespace still in use must not have its attachments DELeted."""
+    try:
+        held = os.stat(path)
+    except OSError:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if _same_file(os.stat(f"/proc/{entry}/ns/net"), held):
+                found.append(int(entry))
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return found
+
+
 def list_held(prefix: str) -> list[str]:
     """Return the sorted names in NETNS_DIR that start with `prefix`."""
     try:

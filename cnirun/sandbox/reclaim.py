@@ -3,14 +3,17 @@ show and `gc` carries out, so the three can never disagree.
 
 Reclaimed: every recorded sandbox that is not live (see Sandbox.live), unreadable records,
 and anything of cnirun's without a live sandbox — infra containers, netns holders, CNI
-attachments whose container ID starts with `cnirun-`. Never touched: live sandboxes, live
-priv-net-run sessions, sandboxes of another state dir, and anyone else's attachments. After
-DELing attachments of a 1.1.0 network, gc runs CNI GC with every attachment left as valid.
+attachments whose container ID starts with `cnirun-`. Never touched: live sandboxes (another
+engine's included), live priv-net-run sessions, sandboxes of another state dir, anyone else's
+attachments, the infra of a workload that is up, and a namespace some process still lives in
+(what has no record is judged by what is there). After DELing attachments of a 1.1.0
+network, gc runs CNI GC with every attachment left as valid.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -19,14 +22,23 @@ from cnirun.cni.api import CNIConfig
 from cnirun.cni.cache import CacheEntry, ResultCache
 from cnirun.cni.config import list_from_bytes
 from cnirun.cni.version import parse_version
-from cnirun.docker.runtime import LABEL_ROLE, LABEL_SANDBOX, LABEL_STATE_DIR, ROLE_INFRA, Docker
+from cnirun.docker.runtime import (
+    LABEL_ROLE,
+    LABEL_SANDBOX,
+    LABEL_STATE_DIR,
+    ROLE_INFRA,
+    ROLE_WORKLOAD,
+    Docker,
+)
 from cnirun.errors import CnirunError
 from cnirun.host import netns
 from cnirun.sandbox import owners
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
-from cnirun.sandbox.registry import Sandbox, load_all
+from cnirun.sandbox.registry import UP_STATES, Sandbox, load_all
 from cnirun.sandbox.teardown import teardown
 from cnirun.settings import Settings
+
+log = logging.getLogger(__name__)
 
 GC_TIMEOUT = 60.0
 
@@ -78,40 +90,69 @@ class _Selection:
             if labels.get(LABEL_STATE_DIR, mine) != mine
         }
         live = {s.record.id for s in self.sandboxes if s.live}
+        # A workload that is up keeps its infra (a restart would rejoin it), record or not.
+        up = {
+            labels.get(LABEL_SANDBOX, "")
+            for c in self.containers
+            for labels in [c.get("Labels") or {}]
+            if labels.get(LABEL_ROLE) == ROLE_WORKLOAD and c.get("State") in UP_STATES
+        }
         # Anything of a recorded sandbox goes with its record's teardown, or stays with it.
-        self.skip = live | foreign | {s.record.id for s in self.sandboxes}
+        self.skip = live | foreign | up | {s.record.id for s in self.sandboxes}
+        self._removed_infra: list[str] = []  # leftover infra containers gc removes
         self.cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=GC_TIMEOUT)
         self.gc_networks: dict[str, CacheEntry] = {}
         self.undeleted: set[str] = set()  # netns paths with an attachment whose DEL failed
 
     def items(self) -> list[Reclaim]:
-        """In the order they must happen: sandboxes, then attachments without a record (DEL
-        while their netns is still held), then infra containers, then holders."""
+        """In the order they must happen: sandboxes, then infra containers without a record,
+        then their attachments (DEL while the netns is still held), then the holders."""
         items = [self._sandbox(s) for s in self.sandboxes if not s.live]
         # An unreadable record of a cnirun that still runs is that run's to finish.
         mine = self.store.state_dir
         items += [self._broken(i) for i in self.broken if not owners.not_mine(i, mine)]
-        for entry in self.cached:
-            cid = entry.container_id
-            if not cid.startswith(CNI_ID_PREFIX) or not self._leftover(cid[len(CNI_ID_PREFIX) :]):
-                continue
-            if privnet.is_live(cid):
-                continue
-            what = f"attachment {entry.network_name}/{cid}/{entry.ifname}: deleted"
-            items.append(Reclaim(what, functools.partial(self._del_attachment, entry)))
         for container in self.containers:
             labels = container.get("Labels") or {}
             owner = labels.get(LABEL_SANDBOX, "")
             if labels.get(LABEL_ROLE) == ROLE_INFRA and self._leftover(owner):
                 cid = container["Id"]
+                self._removed_infra.append(cid)
                 remove = functools.partial(self.docker.remove, cid)
                 items.append(Reclaim(f"infra container {cid[:12]}: removed", _attempting(remove)))
+        for entry in self.cached:
+            cid = entry.container_id
+            if not cid.startswith(CNI_ID_PREFIX) or not self._leftover(cid[len(CNI_ID_PREFIX) :]):
+                continue
+            if privnet.is_live(cid) or self._in_use(entry.netns):
+                continue
+            what = f"attachment {entry.network_name}/{cid}/{entry.ifname}: deleted"
+            items.append(Reclaim(what, functools.partial(self._del_attachment, entry)))
         for name in self.held:
             if not self._leftover(name[len(CNI_ID_PREFIX) :]) or privnet.is_live(name):
+                continue
+            if self._in_use(netns.netns_path(name)):
                 continue
             release = functools.partial(self._release, name)
             items.append(Reclaim(f"netns /run/netns/{name}: released", release))
         return items
+
+    @functools.cached_property
+    def _infra_pids(self) -> set[int]:
+        """The processes of the leftover infra containers gc removes before any DEL."""
+        return {p for p in (self.docker.pid(c) for c in self._removed_infra) if p is not None}
+
+    def _in_use(self, path: str) -> bool:
+        """Whether a process other than a leftover infra's lives in the netns at `path`."""
+        if not path:
+            return False
+        users = [p for p in netns.processes_in(path) if p not in self._infra_pids]
+        if users:
+            log.warning(
+                "netns %s has no sandbox record, but process %d still lives in it: kept",
+                path,
+                users[0],
+            )
+        return bool(users)
 
     def _leftover(self, sandbox_id: str) -> bool:
         """Not a known sandbox's, nor one another state dir or a running cnirun still owns."""

@@ -92,6 +92,9 @@ class SandboxRecord:
         results: dict[str, Any] | None = None,
         owner_pid: int | None = None,
         owner_start: str | None = None,
+        engine_id: str = "",
+        infra_pid: int = 0,
+        infra_start: str = "",
     ) -> None:
         self.id = id
         self.infra_name = infra_name
@@ -112,6 +115,11 @@ class SandboxRecord:
         self.results = results or {}  # network -> result JSON
         self.owner_pid = os.getpid() if owner_pid is None else owner_pid
         self.owner_start = process_start(self.owner_pid) if owner_start is None else owner_start
+        self.engine_id = engine_id  # the Docker engine's ID ("" until known)
+        # The infra's main process as last seen: if it is not running any more, Docker has
+        # restarted the infra (in a new netns) or it is gone, and the sandbox needs a look.
+        self.infra_pid = infra_pid
+        self.infra_start = infra_start
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))
@@ -126,6 +134,10 @@ class SandboxRecord:
     def owner_alive(self) -> bool:
         """Whether the cnirun process that made this record is still running."""
         return process_start(self.owner_pid) == self.owner_start != ""
+
+    def infra_unchanged(self) -> bool:
+        """Whether the infra process last seen still runs (no Docker request needed)."""
+        return self.infra_pid > 0 and process_start(self.infra_pid) == self.infra_start != ""
 
 
 class RecordStore:
@@ -218,6 +230,8 @@ class RecordStore:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
+        except PermissionError:
+            raise  # not root: the CLI says so (cnirun.cli.output.system_error)
         except OSError as e:
             raise CnirunError(f"cannot list {self.directory}: {e.strerror or e}") from None
         self.ensure()  # refuse records others could have planted

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 _reported: set[str] = set()  # invalid records already warned about
 
 
+# Docker's states in which a container counts as up (`docker ps` without -a lists these).
+UP_STATES = ("running", "paused", "restarting")
+
+
 class Sandbox(NamedTuple):
     """A recorded sandbox joined with what Docker says about its containers."""
 
@@ -38,28 +42,33 @@ class Sandbox(NamedTuple):
     files_dir: str
     workload: dict[str, Any] | None = None
     infra: dict[str, Any] | None = None
+    elsewhere: bool = False  # made through another Docker engine than the one asked
 
     @property
     def state(self) -> str:
-        """running, starting (setup in progress), exited, or orphaned (its owner is gone)."""
-        if self.record.owner_alive():
-            return "starting" if self.record.detach and self.workload is None else "running"
-        if self.record.detach and self._workload_running():
-            return "running"
-        if self.record.detach and self.workload is not None:
-            return "exited"
-        return "orphaned"
+        """The workload's state in Docker's words (running, paused, restarting, exited,
+        created, dead), or cnirun's own: `starting` (its cnirun is still setting it up),
+        `elsewhere` (another engine's, not judged here), `orphaned` (to be reclaimed)."""
+        if self.elsewhere:
+            return "elsewhere"
+        if self.workload is not None and (self.record.detach or self.record.owner_alive()):
+            return str(self.workload.get("State") or "unknown")
+        return "starting" if self.record.owner_alive() else "orphaned"
 
-    def _workload_running(self) -> bool:
-        return self.workload is not None and self.workload.get("State") == "running"
+    @property
+    def up(self) -> bool:
+        """What `ps` lists without -a: running, paused, restarting, or being set up."""
+        return self.state in (*UP_STATES, "starting")
 
     @property
     def live(self) -> bool:
-        """Owned by a running cnirun, or detached with its workload still running. A
-        foreground run whose cnirun died is not live, even if its workload still runs."""
-        if self.record.owner_alive():
+        """Owned by a running cnirun, or detached with its workload container still there in
+        any state (a stopped one can be started again, a restarting one rejoins the netns),
+        or another engine's. A foreground run whose cnirun died is not live, even if its
+        workload still runs: nobody is left to tear it down."""
+        if self.elsewhere or self.record.owner_alive():
             return True
-        return self.record.detach and self._workload_running()
+        return self.record.detach and self.workload is not None
 
     def addresses(self) -> list[str]:
         found: list[str] = []
@@ -116,7 +125,11 @@ class Sandbox(NamedTuple):
 
 
 def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[str]]:
-    """Every readable sandbox record with its containers; plus the unreadable record IDs."""
+    """Every readable sandbox record with its containers; plus the unreadable record IDs.
+
+    A record none of whose containers this engine has, and that names another engine, is
+    that engine's (`elsewhere`): never judged from here. The engine's ID is asked only then.
+    """
     by_sandbox: dict[str, dict[str, dict[str, Any]]] = {}
     for container in docker.containers():
         labels = container.get("Labels") or {}
@@ -134,7 +147,9 @@ def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[st
             continue
         found = by_sandbox.get(sandbox_id, {})
         files = store.files_dir(sandbox_id)
-        sandboxes.append(Sandbox(record, files, found.get(ROLE_WORKLOAD), found.get(ROLE_INFRA)))
+        elsewhere = bool(not found and record.engine_id and record.engine_id != docker.engine_id())
+        workload, infra = found.get(ROLE_WORKLOAD), found.get(ROLE_INFRA)
+        sandboxes.append(Sandbox(record, files, workload, infra, elsewhere))
     return sandboxes, broken
 
 
@@ -186,25 +201,66 @@ def opened(settings: Settings) -> tuple[Docker, RecordStore]:
     return connect(settings.environ), RecordStore(settings.state_dir)
 
 
-def remove(
-    docker: Docker, store: RecordStore, sandbox: Sandbox, force: bool, stop_only: bool = False
-) -> list[str]:
-    """Stop (and unless `stop_only`, remove) the workload, then tear the sandbox down."""
+def _here(sandbox: Sandbox) -> None:
+    if sandbox.elsewhere:
+        raise UsageError(
+            f"sandbox {sandbox.record.id[:12]} is on another Docker engine"
+            f" (ID {sandbox.record.engine_id}): point DOCKER_HOST or --context at that engine"
+        )
+
+
+def remove(docker: Docker, store: RecordStore, sandbox: Sandbox, force: bool) -> list[str]:
+    """Remove the workload (`force`: killed at once, as `docker rm -f`), then tear the
+    sandbox down; return what could not be undone (with `force`, nothing is kept for it)."""
+    _here(sandbox)
     workload = sandbox.workload
     if workload is not None:
-        running = workload.get("State") == "running"
-        if running and not force and not stop_only:
+        state = str(workload.get("State") or "")
+        if state in UP_STATES and not force:
             raise UsageError(
-                f"sandbox {sandbox.record.id[:12]} is running: stop it first or use rm -f"
+                f"sandbox {sandbox.record.id[:12]} is {state}: stop it first or use rm -f"
             )
-        if running:
-            docker.stop(workload["Id"])
-        if not stop_only:
-            docker.remove(workload["Id"])
+        docker.remove(workload["Id"])
     failures = teardown(sandbox.record, store, docker)
-    if failures and force and not stop_only:
+    if failures and force:
         forget(sandbox.record, store, failures)  # the way out of a DEL that keeps failing
         return []
+    return failures
+
+
+def stop(
+    docker: Docker, store: RecordStore, sandbox: Sandbox, timeout: int | None, default: float
+) -> list[str]:
+    """Stop the workload as `docker stop` does, after `timeout` seconds, else its own
+    --stop-timeout, else `default`. The sandbox keeps its network: `cnirun start` or
+    `docker start` starts it again, and `rm` removes it. One started with --rm is removed by
+    Docker as it stops, so its sandbox goes too."""
+    _here(sandbox)
+    workload = sandbox.workload
+    if workload is None:
+        return []
+    if timeout is None:
+        config = (docker.inspect(workload["Id"]) or {}).get("Config") or {}
+        if not isinstance(config, dict) or config.get("StopTimeout") is None:
+            timeout = round(default)
+    docker.stop(workload["Id"], timeout)
+    if sandbox.record.remove:
+        return teardown(sandbox.record, store, docker)
+    return []
+
+
+def start(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
+    """Start a stopped sandbox: its infra first (and the network mended if the infra has a
+    new netns), then its workload. Returns what could not be repaired."""
+    from cnirun.sandbox import repair
+
+    _here(sandbox)
+    workload = workload_id(sandbox)
+    if sandbox.record.infra_id:
+        docker.start(sandbox.record.infra_id)
+    failures = repair.repair(docker, store, sandbox.record)
+    if not failures:
+        docker.start(workload)
     return failures
 
 
@@ -218,14 +274,23 @@ def _detached_and_unowned(store: RecordStore, sandbox_id: str) -> bool:
 
 def reconcile(docker: Docker, store: RecordStore) -> None:
     """The cheap part of gc, run at the start of commands: tear down detached sandboxes
-    whose workload has exited or vanished. Asks Docker only when such sandboxes exist."""
+    whose workload container is gone, and repair those whose infra Docker restarted in a
+    new network namespace. Asks Docker only when detached sandboxes exist."""
     if not any(_detached_and_unowned(store, sandbox_id) for sandbox_id in store.ids()):
         return
+    from cnirun.sandbox import repair
+
     sandboxes, _ = load_all(docker, store)
     for sandbox in sandboxes:
-        if sandbox.record.detach and not sandbox.live:
-            for failure in teardown(sandbox.record, store, docker):
-                log.warning("reclaiming sandbox %s: %s", sandbox.record.id[:12], failure)
+        record = sandbox.record
+        if not record.detach or record.owner_alive() or sandbox.elsewhere:
+            continue
+        if not sandbox.live:
+            for failure in teardown(record, store, docker):
+                log.warning("reclaiming sandbox %s: %s", record.id[:12], failure)
+        elif (sandbox.infra or {}).get("State") == "running" and not record.infra_unchanged():
+            for failure in repair.repair(docker, store, record):
+                log.warning("%s", failure)
 
 
 def reconcile_quietly(settings: Settings) -> None:

@@ -23,6 +23,8 @@ from cnirun.host.netns import NETNS_DIR
 
 _INFRA_ID = re.compile(r"[0-9a-f]{64}")
 _PROCESS_START = re.compile(r"[0-9]*")
+# Docker's engine ID: a UUID on newer engines, twelve colon-separated groups on older ones.
+_ENGINE_ID = re.compile(r"[A-Za-z0-9:-]{0,128}")
 MAX_TEXT = 4096  # hostnames, image references, messages: far below this
 MAX_ITEMS = 1024  # plugin dirs, attachments, ports, CNI args
 
@@ -178,7 +180,15 @@ def _field(key: str, value: Any, sandbox_id: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise _fail(key, "not a process ID")
         return value
-    if key == "owner_start":
+    if key == "infra_pid":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(key, "not a process ID")
+        return value
+    if key == "engine_id":
+        if not (isinstance(value, str) and _ENGINE_ID.fullmatch(value)):
+            raise _fail(key, "not a Docker engine ID")
+        return value
+    if key in ("owner_start", "infra_start"):
         if not (isinstance(value, str) and _PROCESS_START.fullmatch(value)):
             raise _fail(key, "not a process start time")
         return value

@@ -36,7 +36,7 @@ from cnirun.host import etcfiles, netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
 from cnirun.sandbox import owners, registry
 from cnirun.sandbox.plan import Plan
-from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord
+from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord, process_start
 from cnirun.sandbox.teardown import teardown
 from cnirun.testhooks import fault_point
 
@@ -86,6 +86,8 @@ class Session:
         self.stopper: threading.Timer | None = None  # kills the workload after the grace time
         self.started = False  # set once there may be something to tear down
         self.early_teardown: _EarlyTeardown | None = None
+        # Which engine the sandbox is on, asked while the infra starts (see _learn_engine).
+        self.engine_asked = threading.Thread(target=self._learn_engine, daemon=True)
 
     def run(self) -> Outcome:
         self.guard.install()
@@ -96,7 +98,7 @@ class Session:
         try:
             infra = self._setup()
             code = self._run_workload(infra)
-            keep = self.plan.args.detach and code == 0
+            keep = self._lives_on(code)
         except Interrupted as e:
             code = 128 + e.signum
         except CnirunError as e:
@@ -115,12 +117,48 @@ class Session:
     def _save(self) -> None:
         self.store.save(self.record)
 
+    def _learn_engine(self) -> None:
+        """Record the engine's ID: a cnirun pointed at another engine then leaves this
+        sandbox alone instead of judging it by containers it cannot see."""
+        try:
+            self.record.engine_id = self.docker.engine_id()
+        except CnirunError as e:  # the next request says what is wrong with Docker
+            log.debug("cannot ask the engine its ID: %s", e)
+
+    def _lives_on(self, code: int) -> bool:
+        """Whether the sandbox outlives this run: `-d` started its workload, or a foreground
+        workload still lives after its docker CLI exited (detached with the detach keys,
+        left running by a signal under --sig-proxy=false, or being restarted by its restart
+        policy). Such a sandbox is detached from now on: it lives while its workload does."""
+        args = self.plan.args
+        if args.detach:
+            return code == 0
+        may_outlive = args.interactive or args.restart != "no" or not args.sig_proxy
+        if not may_outlive or (self.early_teardown is not None and self.early_teardown.done):
+            return False
+        try:
+            found = self.docker.containers(self.plan.sandbox_id, ROLE_WORKLOAD)
+        except CnirunError as e:
+            log.debug("cannot tell whether the workload still lives: %s", e)
+            return False
+        state = str(found[0].get("State") or "") if found else ""
+        restarts = args.restart in ("always", "unless-stopped") or (
+            args.restart == "on-failure" and code != 0
+        )
+        if state not in registry.UP_STATES and not (found and restarts):
+            return False
+        log.debug("the workload lives on (%s): keeping its sandbox, now detached", state)
+        self.record.detach = True
+        self._save()
+        return True
+
     def _setup(self) -> Infra:
         plan, record, args = self.plan, self.record, self.plan.args
         # First contact with Docker: if it is unreachable, nothing has been created yet.
         # A missing --infra-image is pulled here (per --pull, shown on display): still nothing made.
         self.docker.ensure_infra_image(plan.infra_image, args.pull, self.display)
         registry.reconcile(self.docker, self.store)  # cheap: only ended detached sandboxes
+        self.engine_asked.start()
         self.started = True
         self._save()
         owners.claim(record.id, self.store.state_dir, record.plugin_dirs)
@@ -142,6 +180,7 @@ class Session:
         self.guard.checkpoint()
         fault_point("infra")
         record.infra_id, record.hostname = infra.id, infra.hostname
+        record.infra_pid, record.infra_start = infra.pid, process_start(infra.pid)
         record.netns_path = netns.netns_path(record.netns_name)
         self._save()
         netns.hold_netns(f"/proc/{infra.pid}/ns/net", record.netns_name)
@@ -161,6 +200,7 @@ class Session:
         results = add_all(
             plan.cni, attachments, self.guard, self._record_attachment, self._record_result
         )
+        self.engine_asked.join()
         self._save()
         _write_etc_files(self.store.files_dir(record.id), infra, results, args)
         return infra
@@ -213,7 +253,7 @@ class Session:
         self.guard.enter(Mode.FORWARD)
         self.guard.checkpoint()  # a signal slipped in between setup and here
         launched = time.time()
-        if not args.detach:
+        if not args.detach and args.restart == "no":  # a restarting workload needs its network
             self.early_teardown = _EarlyTeardown(self.record, self.store, self.docker)
             self.early_teardown.start()
         environ = self.docker.endpoint.cli_environ(self.plan.settings.environ)
@@ -229,13 +269,14 @@ class Session:
         if self.stopper is not None:  # and let a kill in flight finish: it shares our client
             self.stopper.cancel()
             self.stopper.join()
-        if self.guard.signals and not args.detach:
+        if self.guard.signals and not args.detach and args.sig_proxy:
             self._stop_workload_after_signal(launched)  # the CLI is gone: so must be its container
         return code
 
     def _on_forwarded(self, signum: int) -> None:
         """After SIGTERM/SIGHUP reached the docker CLI, arm the kill timer."""
-        if signum != signal.SIGINT and self.stopper is None:
+        # Under --sig-proxy=false the workload never got the signal: Docker leaves it running.
+        if signum != signal.SIGINT and self.stopper is None and self.plan.args.sig_proxy:
             # The main thread sits in waitpid, which a handler cannot shorten: use a timer.
             grace = self.plan.settings.stop_timeout
             self.stopper = threading.Timer(grace, self._kill_after_grace)

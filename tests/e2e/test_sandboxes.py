@@ -94,19 +94,21 @@ def test_detached_sandbox_lifecycle(rig: Harness, net: Net) -> None:
     rig.assert_clean([sandbox_id])
 
 
-def test_stop_tears_down(rig: Harness, net: Net) -> None:
+def test_stop_keeps_the_sandbox_until_rm(rig: Harness, net: Net) -> None:
     name = f"s-{net.bridge}"
     started = rig.run("-d", "--name", name, *rig.label, "busybox", "sleep", "60")
     assert started.returncode == 0, started.stderr
     [sandbox_id] = rig.records()
     stopped = rig.run("stop", name, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
-    # Without --rm the stopped workload stays, as with Docker; its network is gone.
+    # Without --rm the stopped workload stays, as with Docker, and keeps its sandbox.
     state = subprocess.run(
         ["docker", "inspect", "-f", "{{.State.Status}}", name], capture_output=True, text=True
     )
     assert state.stdout.strip() == "exited"
-    subprocess.run(["docker", "rm", name], capture_output=True, check=True)
+    assert rig.records() == [sandbox_id]
+    removed = rig.run("rm", name)
+    assert removed.returncode == 0, removed.explain()
     rig.assert_clean([sandbox_id])
 
 
@@ -325,8 +327,9 @@ def test_parallel_rm_of_the_same_sandbox_is_safe(rig: Harness, net: Net) -> None
                 assert out.strip() == name, (out, err)
             else:
                 assert proc.returncode == 125, (attempt, proc.returncode, err)
-                line = f"cnirun: error: no such sandbox: {name} (there are no sandboxes)"
-                assert err.strip() == line, (attempt, err)
+                # The other one's teardown may still be under way: its record is listed.
+                line = f"cnirun: error: no such sandbox: {name} ("
+                assert err.strip().startswith(line), (attempt, err)
         assert any(p.returncode == 0 for p, _, _ in outcomes), [e for _, _, e in outcomes]
         rig.assert_clean([sandbox_id])
 

@@ -51,7 +51,9 @@ def test_infra_has_network_mode_none_and_docker_networking_disabled(
     _, path, body = engine.requests[0]
     assert path == "/containers/create"
     assert body["NetworkDisabled"] is True
-    assert body["HostConfig"] == {"NetworkMode": "none", "RestartPolicy": {"Name": "no"}}
+    # Restarted with the engine, so a workload Docker restarts can rejoin it.
+    restart = {"Name": "unless-stopped"}
+    assert body["HostConfig"] == {"NetworkMode": "none", "RestartPolicy": restart}
     assert body["Hostname"] == "web"
 
 
