@@ -390,7 +390,7 @@ def parse_run_args(argv: Sequence[str]) -> RunArgs:
             f"--network {state.docker_network} cannot be combined with CNI networks"
             f" ({', '.join(state.networks)})"
         )
-    _check_duplicate_ports(state.publish)
+    _check_docker_conflicts(state, occurrences)
 
     workload: list[str] = []
     for group in groups:
@@ -405,6 +405,25 @@ def parse_run_args(argv: Sequence[str]) -> RunArgs:
     values["ips"] = tuple(ip for ip in (state.ip4, state.ip6) if ip is not None)
     values["docker_flags"] = frozenset(o.name for o in occurrences if o.name in DOCKER_RUN_FLAGS)
     return RunArgs(**values, workload_flags=tuple(workload), image=image, command=tuple(command))
+
+
+# cnirun's own labels (io.cnirun.sandbox, .role, ...): a user's would get the workload taken
+# for another sandbox's, or for no sandbox at all, and reclaimed.
+RESERVED_LABEL_PREFIX = "io.cnirun."
+
+
+def _check_docker_conflicts(state: _State, occurrences: Sequence[_Occurrence]) -> None:
+    """What Docker refuses among flags cnirun passes on or re-homes, and labels of cnirun's."""
+    uts = [occ.value for occ in occurrences if occ.name == "uts"]
+    if uts and uts[-1] == "host" and state.hostname:
+        raise UsageError("conflicting options: hostname and the UTS mode")  # Docker's words
+    for occ in occurrences:
+        key = occ.value.partition("=")[0].strip()
+        if occ.name == "label" and key.startswith(RESERVED_LABEL_PREFIX):
+            raise UsageError(
+                f"{occ.display} {key}: labels starting with {RESERVED_LABEL_PREFIX} are"
+                " reserved for cnirun (it marks its sandboxes' containers with them)"
+            )
 
 
 # --- tokenising (pflag's grammar, with interspersed arguments off as in `docker run`) ---
@@ -866,15 +885,3 @@ def _port_range(text: str, what: str, fail: _Fail) -> tuple[int, int]:
     if end < start:
         raise fail(f"{what} range {text!r} ends before it starts")
     return start, end
-
-
-def _check_duplicate_ports(mappings: list[PortMapping]) -> None:
-    seen: set[tuple[str, int, str]] = set()
-    for m in mappings:
-        if m.host_port == 0:
-            continue
-        key = (m.host_ip, m.host_port, m.protocol)
-        if key in seen:
-            where = f"{m.host_ip}:" if m.host_ip else ""
-            raise UsageError(f"host port {where}{m.host_port}/{m.protocol} is published twice")
-        seen.add(key)

@@ -111,6 +111,8 @@ def run_argv(
 ) -> list[str]:
     """`docker run` joining the infra's network namespace, labelled as the sandbox's workload.
 
+    cnirun's labels come after the user's flags: docker applies `--label-file`s first, then
+    each `--label` in order, the last one winning, so no label of the user's can replace them.
     `files` maps a path in the container to the host file cnirun wrote for it (hosts,
     resolv.conf); the caller leaves out those the user mounts something of their own on.
     """
@@ -118,12 +120,12 @@ def run_argv(
         docker_cli(),
         "run",
         f"--network=container:{infra_id}",
+        *bind_mounts(files, read_only),
+        *flags,
         "--label",
         f"{LABEL_SANDBOX}={sandbox_id}",
         "--label",
         f"{LABEL_ROLE}={ROLE_WORKLOAD}",
-        *bind_mounts(files, read_only),
-        *flags,
         image,
         *command,
     ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -16,6 +15,8 @@ from cnirun.docker.runtime import Docker
 from cnirun.dockerargs import PortMapping, RunArgs
 from cnirun.errors import CnirunError, UsageError
 from cnirun.netconf.select import Configs
+from cnirun.sandbox import published
+from cnirun.sandbox.records import RecordStore
 from cnirun.settings import Settings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,9 +67,12 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
     cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=settings.cni_timeout)
     nets = configs_for(settings, cni, docker).resolve(args.networks)
     plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
-    ports = [_with_host_port(p) for p in args.publish]
-    if ports:
+    ports: list[PortMapping] = []
+    if args.publish:
         target = _first_with_capability(plans, "portMappings", "-p/--publish", "the portmap plugin")
+        # Docker refuses a port that is taken when it starts the container; this is as close
+        # as cnirun can check it before creating anything (README, -p: the race left).
+        ports = published.check_ports(args.publish, RecordStore(settings.state_dir), cni.cache)
         target.capability_args["portMappings"] = [p.to_cni() for p in ports]
     if args.ips:
         target = _first_with_capability(plans, "ips", "--ip/--ip6", "an IPAM such as host-local")
@@ -178,15 +182,3 @@ def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: 
         f'and {names} has none: add "capabilities": {{"{cap}": true}} to {hint} '
         "in its config, or choose another --network"
     )
-
-
-def _with_host_port(mapping: PortMapping) -> PortMapping:
-    """Docker picks a free host port for `-p 80`; so do we (portmap needs a number)."""
-    if mapping.host_port:
-        return mapping
-    kind = socket.SOCK_STREAM if mapping.protocol == "tcp" else socket.SOCK_DGRAM
-    family = socket.AF_INET6 if ":" in mapping.host_ip else socket.AF_INET
-    with socket.socket(family, kind) as probe:
-        probe.bind((mapping.host_ip, 0))
-        port = probe.getsockname()[1]
-    return PortMapping(mapping.host_ip, port, mapping.container_port, mapping.protocol)

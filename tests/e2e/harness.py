@@ -65,7 +65,7 @@ IMAGE = "busybox:latest"
 PAUSE_IMAGE = "cnirun/pause:1"
 LABEL_SANDBOX = "io.cnirun.sandbox"
 LABEL_STATE_DIR = "io.cnirun.state-dir"
-LABEL_TEST = "io.cnirun.test"
+LABEL_TEST = "test.cnirun.tag"  # not io.cnirun.*: those are reserved for cnirun
 CLI_TIMEOUT = 60
 SANDBOX_RE = re.compile(r"(?:cnirun-(?:infra-)?|io\.cnirun\.sandbox=)([0-9a-f]{32})\b")
 PRIVNET_RE = re.compile(r"cnirun-privnet-[0-9a-f]{16}")

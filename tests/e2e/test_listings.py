@@ -43,7 +43,7 @@ def test_ps_and_inspect_like_docker(rig: Harness) -> None:
     assert rig.run("ps", "-q", "--filter", f"network={net.name}", "-f", "status=running").stdout
     assert rig.run("ps", "-q", "--filter", "network=elsewhere").stdout == ""
     assert rig.run("ps", "-aq", "--filter", "status=exited").stdout == ""
-    assert rig.run("ps", "-q", "--filter", f"label=io.cnirun.test={rig.tag}").stdout
+    assert rig.run("ps", "-q", "--filter", f"label=test.cnirun.tag={rig.tag}").stdout
     bad = rig.run("ps", "--filter", "colour=red")
     assert bad.returncode == 125 and "use KEY=VALUE" in bad.stderr
 

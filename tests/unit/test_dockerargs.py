@@ -667,16 +667,54 @@ def test_publish_forms_and_order() -> None:
     assert args.workload_flags == ()
 
 
-def test_duplicate_host_port() -> None:
-    usage_error(["-p", "80:80", "-p", "80:81", "x"], "host port 80/tcp is published twice")
-    usage_error(
-        ["-p", "127.0.0.1:80:80", "-p", "127.0.0.1:80:81", "x"],
-        "host port 127.0.0.1:80/tcp is published twice",
-    )
-    args = parse(
-        ["-p", "80:80", "-p", "80:80/udp", "-p", "127.0.0.1:80:80", "-p", "90", "-p", "90", "x"]
-    )
-    assert len(args.publish) == 5
+def test_duplicate_host_ports_are_left_to_the_plan() -> None:
+    """Overlapping -p's are refused while planning, by the one overlap rule (see
+    tests/unit/sandbox/test_published.py), not by the parser."""
+    args = parse(["-p", "80:80", "-p", "80:81", "-p", "127.0.0.1:80:82", "x"])
+    assert [m.container_port for m in args.publish] == [80, 81, 82]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--uts", "host", "-h", "web", "x"],
+        ["-h", "web", "--uts=host", "x"],
+        ["--hostname=web", "--uts", "private", "--uts", "host", "x"],
+        ["--network", "host", "--uts", "host", "-h", "web", "x"],
+    ],
+)
+def test_uts_host_with_a_hostname_is_dockers_conflict(argv: list[str]) -> None:
+    usage_error(argv, r"^conflicting options: hostname and the UTS mode$")
+
+
+def test_uts_host_without_a_hostname_is_fine() -> None:
+    assert parse(["--uts", "host", "-h", "", "x"]).hostname is None
+    assert parse(["--uts", "host", "--uts", "", "-h", "web", "x"]).hostname == "web"
+    assert "--uts" in parse(["--uts", "host", "x"]).workload_flags
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["-l", "io.cnirun.sandbox=x", "x"], "-l io.cnirun.sandbox"),
+        (["--label", "io.cnirun.role=infra", "x"], "--label io.cnirun.role"),
+        (["--label=io.cnirun.anything", "x"], "--label io.cnirun.anything"),
+        (["-dl", "io.cnirun.sandbox=", "x"], "-l io.cnirun.sandbox"),
+    ],
+)
+def test_cnirun_labels_are_reserved(argv: list[str], shown: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse(argv)
+    text = str(info.value)
+    assert text.startswith(f"{shown}: labels starting with io.cnirun. are reserved for cnirun")
+    assert "\n" not in text
+
+
+def test_other_labels_pass_through() -> None:
+    args = parse(["-l", "io.cnirunx=1", "--label", "app.io.cnirun.sandbox=2", "-l", "k", "x"])
+    assert args.workload_flags == (
+        "-l", "io.cnirunx=1", "--label", "app.io.cnirun.sandbox=2", "-l", "k"
+    )  # fmt: skip
 
 
 def test_port_mapping_to_cni() -> None:

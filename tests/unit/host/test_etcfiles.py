@@ -217,13 +217,12 @@ def etc_mounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> EtcMounts:
         mounted = [a for a in cli if a.startswith((files, 'type=bind,"source=' + files))]
         assert len(checked) == len(mounted)
         assert all(source in flag for source, flag in zip(checked, mounted, strict=True))
-        tail = len(args.workload_flags) + 1 + len(args.command)  # flags, image, command
-        assert cli[:7] == [
-            "/usr/bin/docker", "run", f"--network=container:{'i' * 64}",
-            "--label", f"io.cnirun.sandbox={'a' * 32}", "--label", "io.cnirun.role=workload",
-        ]  # fmt: skip
-        assert cli[len(cli) - tail :] == [*args.workload_flags, args.image, *args.command]
-        return cli[7 : len(cli) - tail]
+        # flags, cnirun's labels (last: docker lets the last label win), image, command
+        labels = ["--label", f"io.cnirun.sandbox={'a' * 32}", "--label", "io.cnirun.role=workload"]
+        tail = len(args.workload_flags) + len(labels) + 1 + len(args.command)
+        assert cli[:3] == ["/usr/bin/docker", "run", f"--network=container:{'i' * 64}"]
+        assert cli[len(cli) - tail :] == [*args.workload_flags, *labels, args.image, *args.command]
+        return cli[3 : len(cli) - tail]
 
     return mounts
 
