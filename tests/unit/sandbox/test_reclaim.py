@@ -108,3 +108,17 @@ def test_gc_leaves_1_0_networks_without_cni_gc(cni_env: CniEnv, store: RecordSto
     report = gc(cni_env, store)
     assert report.failures == []
     assert cni_env.trace() == [("fake", "DEL")]
+
+
+def test_gc_keeps_an_attachment_whose_namespace_a_process_still_lives_in(
+    cni_env: CniEnv, store: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No record says whose it is: a process in its netns says it is somebody's."""
+    net = cni_env.network(version="1.0.0")
+    rt = cni_env.rt(cid="cnirun-dead")
+    cni_env.cni().add_network_list(net, rt)
+    cni_env.clear()
+    monkeypatch.setattr(netns, "processes_in", lambda path: [4242] if path == rt.netns else [])
+    report = gc(cni_env, store)
+    assert report.actions == [] and cni_env.trace() == []
+    assert cni_env.cache_file(cid="cnirun-dead").exists()
