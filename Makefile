@@ -5,7 +5,7 @@ PYTHON ?= python3
 PYTEST_FLAGS ?=
 PYTEST = $(PYTHON) -m pytest -p randomly $(PYTEST_FLAGS)
 
-.PHONY: setup test unit e2e lint bench fuzz
+.PHONY: setup test unit e2e lint bench fuzz test-engines
 
 # Host packages, dockerd, the offline busybox image and an editable install of cnirun[dev].
 setup:
@@ -20,6 +20,23 @@ unit:
 
 e2e:
 	$(PYTEST) tests/e2e
+
+# The engine-matrix tests (marked `engines`) against Docker 26.x and 28.x, each a dockerd in a
+# chroot cached in /var/cache/cnirun/engines (scripts/engines.sh); `test` covers the host's.
+# The engines are stopped whatever happens; the status is the first failure's.
+ENGINES ?= trixie sid
+test-engines:
+	@status=0; \
+	bash scripts/engines.sh start $(ENGINES) || status=$$?; \
+	if [ $$status -eq 0 ]; then \
+		for suite in $(ENGINES); do \
+			echo "== engine matrix: $$suite ($$(bash scripts/engines.sh host $$suite))"; \
+			DOCKER_HOST=$$(bash scripts/engines.sh host $$suite) \
+				$(PYTEST) -m engines tests/e2e || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
+		done; \
+	fi; \
+	bash scripts/engines.sh stop $(ENGINES) || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
+	exit $$status
 
 # The property tests of tests/unit/test_fuzz.py with many more examples than `unit` runs.
 FUZZ_EXAMPLES ?= 2000

@@ -271,6 +271,14 @@ def seed_bridge(network: str, bridge: str, subnet: str, version: str = "0.2.0") 
     }
 
 
+def engine_socket() -> str:
+    """The unix socket of the engine the tests talk to: DOCKER_HOST's (`make test-engines`
+    sets it), else Docker's default."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    assert host.startswith("unix://"), f"the e2e tests need a unix:// DOCKER_HOST, not {host}"
+    return host.removeprefix("unix://")
+
+
 def image_id(ref: str) -> str | None:
     found = sh("docker", "image", "inspect", "-f", "{{.Id}}", ref, check=False)
     return found.stdout.strip() if found.returncode == 0 else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.e2e.harness import Harness, one_error_line
+from tests.e2e.harness import Harness, engine_socket, one_error_line
 
 
 def docker_context(config: Path, name: str, host: str, use: bool = False) -> None:
@@ -22,9 +22,9 @@ def test_the_current_docker_context_is_followed_by_every_docker_call(rig: Harnes
     rig.network()
     config = rig.tmp / "docker-config"
     alias = rig.tmp / "alias.sock"
-    alias.symlink_to("/var/run/docker.sock")
+    alias.symlink_to(engine_socket())
     docker_context(config, "alias", f"unix://{alias}", use=True)
-    env = rig.env(DOCKER_CONFIG=str(config))
+    env = rig.env(DOCKER_CONFIG=str(config), DOCKER_HOST=None)  # DOCKER_HOST beats a context
 
     run = rig.run("--rm", *rig.label, "busybox", "true", env=env)
     assert run.returncode == 0, run.explain()
@@ -42,8 +42,8 @@ def test_a_dead_context_fails_at_first_contact_and_creates_nothing(rig: Harness)
     config = rig.tmp / "docker-config"
     dead = rig.tmp / "dead.sock"
     docker_context(config, "dead", f"unix://{dead}", use=True)
-    by_use = rig.env(DOCKER_CONFIG=str(config))
-    by_variable = rig.env(DOCKER_CONFIG=str(config), DOCKER_CONTEXT="dead")
+    by_use = rig.env(DOCKER_CONFIG=str(config), DOCKER_HOST=None)  # DOCKER_HOST beats a context
+    by_variable = rig.env(DOCKER_CONFIG=str(config), DOCKER_CONTEXT="dead", DOCKER_HOST=None)
     for env in (by_use, by_variable):
         run = rig.run("--rm", *rig.label, "busybox", "true", env=env)
         assert run.returncode == 125, run.explain()

@@ -91,6 +91,7 @@ def assert_quiet(run: Result) -> None:
 # -- the seed README example --------------------------------------------------------------
 
 
+@pytest.mark.engines
 def test_seed_readme_example(rig: Harness) -> None:
     """`cnirun --rm busybox ifconfig` with the seed's 10-mynet.conf and 99-loopback.conf."""
     rig.borrow_seed_bridge()
@@ -257,6 +258,7 @@ def test_users_own_etc_mounts_win_and_read_only_applies(rig: Harness) -> None:
     rig.assert_clean(sorted(rig.sandbox_ids))
 
 
+@pytest.mark.engines
 def test_publish_with_portmap(rig: Harness) -> None:
     """`-p HOST:80` answers on 127.0.0.1 and the bridge gateway; SIGTERM ends it cleanly."""
     net = rig.network(portmap=True)

@@ -46,6 +46,7 @@ def dports(port: int, table: str) -> bool:
     return re.search(rf"--dports? {port}\b", text) is not None
 
 
+@pytest.mark.engines
 def test_detached_sandbox_lifecycle(rig: Harness, net: Net) -> None:
     name = f"d-{net.bridge}"
     started = rig.run("-d", "--rm", "--name", name, *rig.label, "busybox", "sleep", "60")
