@@ -5,6 +5,8 @@
 #
 #   engines.sh start [SUITE...]   build (once, cached) and start the engines; idempotent
 #   engines.sh stop [SUITE...]    remove their containers, stop them, unmount everything
+#   engines.sh restart SUITE...   stop and start dockerd only, its containers kept (as an
+#                                 engine restart or upgrade does: their restart policies run)
 #   engines.sh status             what is built and what is running
 #   engines.sh host SUITE         the DOCKER_HOST value of SUITE's engine
 #
@@ -275,6 +277,23 @@ stop_one() {
     say "$suite: stopped"
 }
 
+# -- restart ---------------------------------------------------------------------------------
+
+restart_one() {
+    local suite=$1 root pid i
+    root=$(root_of "$suite")
+    pid=$(cat "$root/run/docker.pid" 2>/dev/null || true)
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        say "$suite: restarting dockerd ($pid); its containers stay"
+        kill -TERM "$pid"
+    fi
+    for ((i = 0; i < stop_wait * 2; i++)); do
+        [[ -z $(procs_in "$root") ]] && break
+        sleep 0.5
+    done
+    start_one "$suite"
+}
+
 # -- status ----------------------------------------------------------------------------------
 
 status_one() {
@@ -293,7 +312,7 @@ status_one() {
 # -- main ------------------------------------------------------------------------------------
 
 usage() {
-    echo "usage: $0 start [SUITE...] | stop [SUITE...] | status | host SUITE" >&2
+    echo "usage: $0 start|stop|restart [SUITE...] | status | host SUITE" >&2
     echo "suites: ${all_suites[*]}" >&2
     exit 2
 }
@@ -311,7 +330,7 @@ case $cmd in
         host_of "$1"
         exit 0
         ;;
-    start | stop | status) ;;
+    start | stop | restart | status) ;;
     *) usage ;;
 esac
 
@@ -324,6 +343,7 @@ for s in "${suites[@]}"; do
     case $cmd in
         start) start_one "$s" ;;
         stop) stop_one "$s" ;;
+        restart) restart_one "$s" ;;
         status) status_one "$s" ;;
     esac
 done

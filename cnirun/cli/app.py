@@ -64,6 +64,7 @@ COMMANDS: dict[str, Command] = {
     "kill": Command("cnirun.cli.verbs", "kill", raw=True),
     "stop": Command("cnirun.cli.sandbox", "stop", root=True),
     "start": Command("cnirun.cli.sandbox", "start", root=True),
+    "restart": Command("cnirun.cli.sandbox", "restart", root=True),
     "rm": Command("cnirun.cli.sandbox", "rm", root=True),
     "gc": Command("cnirun.cli.sandbox", "gc", root=True),
     "network": Command("cnirun.cli.network", "app"),

@@ -78,6 +78,7 @@ def _quoted(command: str, no_trunc: bool) -> str:
 
 
 _OWN_STATUS = {
+    "damaged": "Damaged record (cnirun rm -f removes it)",
     "starting": "Starting",
     "orphaned": "Orphaned (its cnirun is gone)",
     "elsewhere": "On another engine",
@@ -156,8 +157,10 @@ def ps(
     form = parse_format(output)
     docker, store = _sandboxes()
     registry.reconcile(docker, store)
-    found, _ = registry.load_all(docker, store)
+    found, broken = registry.load_all(docker, store)
     every_state = all_states or any(key == "status" for key, _ in wanted)
+    if every_state and broken:
+        found += registry.damaged(docker, store, broken)
     shown = [s for s in found if (every_state or s.up) and _matches(s, wanted)]
     rows = [ps_fields(s, no_trunc) for s in shown]
     if quiet:
@@ -261,6 +264,20 @@ def start(refs: list[str] = REFS) -> None:
     from cnirun.sandbox import registry
 
     _each(refs, registry.start)
+
+
+def restart(refs: list[str] = REFS, seconds: int | None = STOP_TIME) -> None:
+    """Restart sandboxes' workloads, as `docker restart`; their networks and addresses stay.
+    The grace time is as for `stop`.
+
+    \b
+    Example:
+      cnirun restart -t 2 web
+    """
+    from cnirun.sandbox import registry
+
+    default = command_settings().stop_timeout
+    _each(refs, lambda d, s, box: registry.restart(d, s, box, seconds, default))
 
 
 def rm(refs: list[str] = REFS, force: bool = FORCE) -> None:

@@ -325,6 +325,18 @@ class Docker:
         query = {} if timeout is None else {"t": timeout}
         self._try("POST", engine.api_path("/containers/{}/stop", container), query=query)
 
+    def restart(self, container: str, timeout: int | None = None) -> None:
+        """`docker restart`: stop (as `stop`), then start again.
+
+        Raises:
+            DockerRuntimeError: it is gone, or Docker cannot restart it.
+        """
+        query = {} if timeout is None else {"t": timeout}
+        path = engine.api_path("/containers/{}/restart", container)
+        status, answer = self._try("POST", path, query=query)
+        if status in (404, 409):
+            raise DockerRuntimeError(f"cannot restart container {container[:12]}: {answer}")
+
     def start(self, container: str) -> None:
         """Start a created or stopped container (one already running is fine).
 

@@ -98,6 +98,7 @@ class _Selection:
             if labels.get(LABEL_ROLE) == ROLE_WORKLOAD and c.get("State") in UP_STATES
         }
         # Anything of a recorded sandbox goes with its record's teardown, or stays with it.
+        self.up = up
         self.skip = live | foreign | up | {s.record.id for s in self.sandboxes}
         self._removed_infra: list[str] = []  # leftover infra containers gc removes
         self.cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=GC_TIMEOUT)
@@ -110,7 +111,19 @@ class _Selection:
         items = [self._sandbox(s) for s in self.sandboxes if not s.live]
         # An unreadable record of a cnirun that still runs is that run's to finish.
         mine = self.store.state_dir
-        items += [self._broken(i) for i in self.broken if not owners.not_mine(i, mine)]
+        # An unreadable record of a workload that is up stays too: `ps -a` lists it as
+        # damaged, and `rm -f` removes both.
+        items += [
+            self._broken(i)
+            for i in self.broken
+            if not owners.not_mine(i, mine) and i not in self.up
+        ]
+        for sandbox_id in self.store.unrecorded():
+            if self._leftover(sandbox_id):
+                discard = _attempting(functools.partial(self.store.discard, sandbox_id))
+                items.append(
+                    Reclaim(f"sandbox {sandbox_id}: files without a record removed", discard)
+                )
         for container in self.containers:
             labels = container.get("Labels") or {}
             owner = labels.get(LABEL_SANDBOX, "")

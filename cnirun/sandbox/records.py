@@ -109,7 +109,7 @@ class SandboxRecord:
         self.image = image
         self.detach = detach
         self.remove = remove  # the workload was started with --rm
-        self.workload = workload
+        self.workload = workload  # the workload's --name, if it was given one
         self.ports = ports or []
         self.attachments = attachments or []
         self.results = results or {}  # network -> result JSON
@@ -236,6 +236,16 @@ class RecordStore:
             raise CnirunError(f"cannot list {self.directory}: {e.strerror or e}") from None
         self.ensure()  # refuse records others could have planted
         return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def unrecorded(self) -> list[str]:
+        """Sandbox IDs with files (`.etc`) but no record: what a record removed from outside
+        left behind."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        ids = {n[: -len(".etc")] for n in names if n.endswith(".etc")}
+        return sorted(i for i in ids if SANDBOX_ID.fullmatch(i) and f"{i}.json" not in names)
 
     @contextlib.contextmanager
     def lock(self, sandbox_id: str) -> Iterator[bool]:

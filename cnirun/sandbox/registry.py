@@ -43,12 +43,15 @@ class Sandbox(NamedTuple):
     workload: dict[str, Any] | None = None
     infra: dict[str, Any] | None = None
     elsewhere: bool = False  # made through another Docker engine than the one asked
+    damaged: str = ""  # why its record cannot be used (then `record` holds only its ID)
 
     @property
     def state(self) -> str:
         """The workload's state in Docker's words (running, paused, restarting, exited,
         created, dead), or cnirun's own: `starting` (its cnirun is still setting it up),
         `elsewhere` (another engine's, not judged here), `orphaned` (to be reclaimed)."""
+        if self.damaged:
+            return "damaged"
         if self.elsewhere:
             return "elsewhere"
         if self.workload is not None and (self.record.detach or self.record.owner_alive()):
@@ -85,16 +88,18 @@ class Sandbox(NamedTuple):
         return str((self.workload or {}).get("Id") or "")
 
     def names(self) -> list[str]:
-        """The workload's container names (without Docker's leading "/")."""
-        return [n.lstrip("/") for n in (self.workload or {}).get("Names") or []]
+        """The workload's container names (without Docker's leading "/"); for a sandbox
+        of another engine, the --name it was run with."""
+        if self.workload is None:
+            return [self.record.workload] if self.elsewhere and self.record.workload else []
+        return [n.lstrip("/") for n in self.workload.get("Names") or []]
 
     def row(self) -> dict[str, Any]:
         workload = self.workload or {}
-        names = workload.get("Names") or [""]
         return {
             "sandbox": self.record.id,
             "workload": (workload.get("Id") or "")[:12],
-            "name": names[0].lstrip("/"),
+            "name": (self.names() or [""])[0],
             "image": self.record.image,
             "infra": self.record.infra_name,
             "networks": [a.network for a in self.record.attachments],
@@ -142,7 +147,7 @@ def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[st
         except CnirunError as e:
             if sandbox_id not in _reported:  # once per command, however often it is listed
                 _reported.add(sandbox_id)
-                log.warning("%s (skipped; `cnirun gc` removes it)", e)
+                log.warning("%s (skipped: `ps -a` lists it, `rm -f ID` removes it)", e)
             broken.append(sandbox_id)
             continue
         found = by_sandbox.get(sandbox_id, {})
@@ -174,14 +179,50 @@ def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
     return matches[0]
 
 
+def damaged(docker: Docker, store: RecordStore, broken: list[str]) -> list[Sandbox]:
+    """The sandboxes cnirun cannot read the record of (`broken`, from load_all), with the
+    containers their labels still name: `ps -a` lists them, so a live one is never lost."""
+    by_sandbox: dict[str, dict[str, dict[str, Any]]] = {}
+    for container in docker.containers():
+        labels = container.get("Labels") or {}
+        role = labels.get(LABEL_ROLE, "")
+        by_sandbox.setdefault(labels.get(LABEL_SANDBOX, ""), {})[role] = container
+    found = []
+    for sandbox_id in broken:
+        # Only its ID is known: no owner (pid 0 never runs), no networks, nothing to act on.
+        stub = SandboxRecord(
+            id=sandbox_id, infra_name="", netns_name="", cache_dir="", plugin_dirs=[],
+            cni_timeout=1.0, owner_pid=0, owner_start="",
+        )  # fmt: skip
+        containers = by_sandbox.get(sandbox_id, {})
+        workload, infra = containers.get(ROLE_WORKLOAD), containers.get(ROLE_INFRA)
+        why = "its record is unreadable"
+        sandbox = Sandbox(stub, store.files_dir(sandbox_id), workload, infra, damaged=why)
+        found.append(sandbox)
+    return found
+
+
 def discard_invalid(docker: Docker, store: RecordStore, ref: str) -> bool:
-    """Remove the invalid record whose file name is `ref` (or starts with it, uniquely):
-    `rm -f` of it. False when `ref` names no invalid record."""
+    """`rm -f` of a sandbox whose record is invalid, named by the record file's name (or a
+    unique prefix) or its workload's name: the workload is removed, then the record; what
+    its plugins set up is left for `cnirun gc` (the record cannot say what it was). False
+    when `ref` names no such sandbox."""
     _, broken = load_all(docker, store)
-    matches = [b for b in broken if b == ref] or [b for b in broken if b.startswith(ref)]
+    listed = damaged(docker, store, broken)
+    matches = [b for b in listed if b.record.id == ref or ref in b.names()] or [
+        b for b in listed if b.record.id.startswith(ref)
+    ]
     if len(matches) != 1:
         return False
-    store.discard(matches[0])
+    sandbox = matches[0]
+    if sandbox.workload is not None:
+        docker.remove(sandbox.workload_id)
+    store.discard(sandbox.record.id)
+    if sandbox.workload is not None or sandbox.infra is not None:
+        log.warning(
+            "sandbox %s: its invalid record is removed; `cnirun gc` reclaims its network",
+            sandbox.record.id[:12],
+        )
     return True
 
 
@@ -228,6 +269,17 @@ def remove(docker: Docker, store: RecordStore, sandbox: Sandbox, force: bool) ->
     return failures
 
 
+def _grace(docker: Docker, workload: str, timeout: int | None, default: float) -> int | None:
+    """The stop timeout to send: `timeout`, else None when the workload has its own
+    --stop-timeout (Docker applies it), else `default`."""
+    if timeout is not None:
+        return timeout
+    config = (docker.inspect(workload) or {}).get("Config") or {}
+    if not isinstance(config, dict) or config.get("StopTimeout") is None:
+        return round(default)
+    return None
+
+
 def stop(
     docker: Docker, store: RecordStore, sandbox: Sandbox, timeout: int | None, default: float
 ) -> list[str]:
@@ -239,28 +291,41 @@ def stop(
     workload = sandbox.workload
     if workload is None:
         return []
-    if timeout is None:
-        config = (docker.inspect(workload["Id"]) or {}).get("Config") or {}
-        if not isinstance(config, dict) or config.get("StopTimeout") is None:
-            timeout = round(default)
-    docker.stop(workload["Id"], timeout)
+    docker.stop(workload["Id"], _grace(docker, workload["Id"], timeout, default))
     if sandbox.record.remove:
         return teardown(sandbox.record, store, docker)
     return []
 
 
-def start(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
-    """Start a stopped sandbox: its infra first (and the network mended if the infra has a
-    new netns), then its workload. Returns what could not be repaired."""
+def _ready(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
+    """Its infra running, and the network in the infra's namespace: what a workload about to
+    start needs. Returns what could not be repaired."""
     from cnirun.sandbox import repair
 
     _here(sandbox)
-    workload = workload_id(sandbox)
     if sandbox.record.infra_id:
         docker.start(sandbox.record.infra_id)
-    failures = repair.repair(docker, store, sandbox.record)
+    return repair.repair(docker, store, sandbox.record)
+
+
+def start(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
+    """Start a stopped sandbox: its infra first (and the network mended if the infra has a
+    new netns), then its workload. Returns what could not be repaired."""
+    workload = workload_id(sandbox)
+    failures = _ready(docker, store, sandbox)
     if not failures:
         docker.start(workload)
+    return failures
+
+
+def restart(
+    docker: Docker, store: RecordStore, sandbox: Sandbox, timeout: int | None, default: float
+) -> list[str]:
+    """`docker restart` of the workload (grace time as `stop`), its network kept."""
+    workload = workload_id(sandbox)
+    failures = _ready(docker, store, sandbox)
+    if not failures:
+        docker.restart(workload, _grace(docker, workload, timeout, default))
     return failures
 
 

@@ -15,7 +15,7 @@ import logging
 from cnirun.attach import Attachment, add_all, del_all
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.types import Result
-from cnirun.docker.runtime import Docker
+from cnirun.docker.runtime import ROLE_WORKLOAD, Docker
 from cnirun.errors import CnirunError
 from cnirun.host import netns
 from cnirun.host.signals import SignalGuard
@@ -23,6 +23,9 @@ from cnirun.sandbox.records import RecordStore, SandboxRecord, process_start
 from cnirun.sandbox.teardown import recorded_attachments
 
 log = logging.getLogger(__name__)
+
+# The restart policies under which Docker would have started the workload again.
+RESTARTING = ("always", "unless-stopped", "on-failure")
 
 
 def _recorded_ips(record: SandboxRecord, network: str) -> list[str]:
@@ -67,7 +70,24 @@ def repair(docker: Docker, store: RecordStore, record: SandboxRecord) -> list[st
                 return failures
         record.infra_pid, record.infra_start = pid, process_start(pid)
         store.save(record)
-        return []
+    _start_what_docker_could_not(docker, record)
+    return []
+
+
+def _start_what_docker_could_not(docker: Docker, record: SandboxRecord) -> None:
+    """Start a workload whose restart policy wants it running but whose start failed only
+    because its infra was not up yet: after an engine restart, Docker 28 starts the two in
+    any order and does not try again."""
+    for row in docker.containers(record.id, ROLE_WORKLOAD):
+        info = docker.inspect(row["Id"]) or {}
+        state, host = info.get("State"), info.get("HostConfig")
+        if not isinstance(state, dict) or not isinstance(host, dict) or state.get("Running"):
+            continue
+        policy = (host.get("RestartPolicy") or {}).get("Name")
+        if policy in RESTARTING and "network namespace" in str(state.get("Error") or ""):
+            log.warning("sandbox %s: starting its workload, as its restart policy says",
+                        record.id[:12])  # fmt: skip
+            docker.start(row["Id"])
 
 
 def _reattach(record: SandboxRecord, current: str) -> list[str]:

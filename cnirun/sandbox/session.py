@@ -78,6 +78,7 @@ class Session:
             plugin_dirs=list(plan.cni.plugin_dirs),
             cni_timeout=plan.settings.cni_timeout,
             image=plan.args.image,
+            workload=plan.args.name or "",  # its --name: found by it on other engines too
             detach=plan.args.detach,
             remove=plan.args.remove,
             ports=[p.to_cni() for p in plan.ports],
@@ -127,27 +128,30 @@ class Session:
 
     def _lives_on(self, code: int) -> bool:
         """Whether the sandbox outlives this run: `-d` started its workload, or a foreground
-        workload still lives after its docker CLI exited (detached with the detach keys,
-        left running by a signal under --sig-proxy=false, or being restarted by its restart
-        policy). Such a sandbox is detached from now on: it lives while its workload does."""
+        workload still lives after its docker CLI exited (detached with the detach keys, or
+        restarted by its restart policy). Such a sandbox is detached from now on: it lives
+        while its workload container does. (Under --sig-proxy=false the docker CLI ignores
+        SIGTERM and waits on, and so does cnirun.)"""
         args = self.plan.args
         if args.detach:
             return code == 0
-        may_outlive = args.interactive or args.restart != "no" or not args.sig_proxy
-        if not may_outlive or (self.early_teardown is not None and self.early_teardown.done):
-            return False
-        try:
-            found = self.docker.containers(self.plan.sandbox_id, ROLE_WORKLOAD)
-        except CnirunError as e:
-            log.debug("cannot tell whether the workload still lives: %s", e)
-            return False
-        state = str(found[0].get("State") or "") if found else ""
         restarts = args.restart in ("always", "unless-stopped") or (
             args.restart == "on-failure" and code != 0
         )
-        if state not in registry.UP_STATES and not (found and restarts):
+        if not (args.interactive or restarts):
             return False
-        log.debug("the workload lives on (%s): keeping its sandbox, now detached", state)
+        if self.early_teardown is not None and self.early_teardown.done:
+            return False
+        try:
+            found = self.docker.containers(self.plan.sandbox_id, ROLE_WORKLOAD)
+            # The engine may not have marked an exited workload as such yet: ask the kernel.
+            pid = self.docker.pid(found[0]["Id"]) if found and not restarts else None
+        except CnirunError as e:
+            log.debug("cannot tell whether the workload still lives: %s", e)
+            return False
+        if not found or not (restarts or (pid is not None and _process_runs(pid))):
+            return False
+        log.debug("the workload lives on: keeping its sandbox, now detached")
         self.record.detach = True
         self._save()
         return True
@@ -319,6 +323,15 @@ class Session:
             elif state == "created":
                 # The CLI was stopped between create and start: nothing will ever start it.
                 self.docker.remove(container["Id"])
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class _EarlyTeardown(threading.Thread):

@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -118,7 +119,7 @@ def test_docker_stop_then_docker_start_keeps_the_network(rig: Harness, net: Net)
     rig.assert_clean()
 
 
-def test_cnirun_stop_start_then_rm(rig: Harness, net: Net) -> None:
+def test_cnirun_stop_start_restart_then_rm(rig: Harness, net: Net) -> None:
     name = detached(rig, IMAGE, "sleep", "300")
     address = recorded_address(rig, name)
     [sandbox] = rig.records()
@@ -128,6 +129,11 @@ def test_cnirun_stop_start_then_rm(rig: Harness, net: Net) -> None:
     assert rig.records() == [sandbox]
     started = rig.run("start", name)
     assert started.returncode == 0 and started.stdout == f"{name}\n", started.explain()
+    assert state(name) == "running" and eth0_address(name) == address
+    began = sh("docker", "inspect", "-f", "{{.State.StartedAt}}", name).stdout
+    restarted = rig.run("restart", "-t", "0", name)
+    assert restarted.returncode == 0 and restarted.stdout == f"{name}\n", restarted.explain()
+    assert sh("docker", "inspect", "-f", "{{.State.StartedAt}}", name).stdout != began
     assert state(name) == "running" and eth0_address(name) == address
     assert rig.run("stop", "-t", "0", name).returncode == 0
     removed = rig.run("rm", name)  # a stopped sandbox needs no -f
@@ -222,3 +228,54 @@ def test_a_foreground_run_with_a_restart_policy_lives_on(rig: Harness, net: Net)
     assert set(INET.findall(sh("docker", "logs", name).stdout)) == {address}
     remove(rig, name)
     rig.assert_clean()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01, 0.02, 0.05])
+def test_sigterm_while_the_infra_is_created_leaves_no_container(
+    rig: Harness, net: Net, delay: float
+) -> None:
+    """The signal is held until the engine has answered the create and the ID is recorded:
+    a remove by name could come before the engine knows the name, and leave it "Created"."""
+    proc = rig.start("--rm", *rig.label, IMAGE, "true", debug=True)
+    assert proc.stderr is not None
+    read = ""
+    while "POST /containers/create" not in (line := proc.stderr.readline()):
+        assert line, "cnirun ended before creating its infra"
+        read += line
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    run = rig.finish(proc, read=read + line)
+    assert run.returncode == 128 + signal.SIGTERM, run.explain()
+    assert rig.infra_containers() == [], run.explain()
+    rig.assert_clean()
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted"])
+def test_a_damaged_record_never_costs_a_live_sandbox_its_network(
+    rig: Harness, net: Net, how: str
+) -> None:
+    name = detached(rig, IMAGE, "sleep", "600")
+    address = recorded_address(rig, name)
+    [sandbox] = rig.records()
+    record = rig.state_dir / "sandboxes" / f"{sandbox}.json"
+    if how == "truncated":
+        record.write_text(record.read_text()[:40])
+    else:
+        record.unlink()
+    gc = rig.run("gc")
+    assert eth0_address(name) == address, gc.explain()  # gc spared what is still in use
+    if how == "truncated":
+        row = ps_row(rig, name, "-a")
+        assert row is not None and row["State"] == "damaged", row
+        removed = rig.run("rm", "-f", name)
+        assert removed.returncode == 0, removed.explain()
+    else:
+        sh("docker", "rm", "-f", name)  # no record: Docker's own rm
+    assert state_gone(name)
+    cleaned = rig.run("gc")
+    assert cleaned.returncode == 0, cleaned.explain()
+    rig.assert_clean([sandbox])
+
+
+def state_gone(name: str) -> bool:
+    return sh("docker", "inspect", name, check=False).returncode != 0

@@ -120,6 +120,8 @@ def test_the_readable_commands_work(rig: Harness, world: Path) -> None:
         ["inspect", "web"],
         ["logs", "web"],
         ["stop", "web"],
+        ["start", "web"],
+        ["restart", "-t", "1", "web"],
         ["rm", "-f", "web"],
         ["gc"],
         ["priv-net-run", "true"],

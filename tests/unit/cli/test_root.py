@@ -37,6 +37,8 @@ def not_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ["priv-net-run", "true"],
         ["gc"],
         ["stop", "web"],
+        ["start", "web"],
+        ["restart", "-t", "1", "web"],
         ["rm", "-f", "web"],
         ["net", "add", "mynet", "/run/netns/x"],
         ["net", "del", "mynet", "/run/netns/x"],
