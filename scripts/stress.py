@@ -52,7 +52,7 @@ LABEL_STATE_DIR = "io.cnirun.state-dir"
 LABEL_SANDBOX = "io.cnirun.sandbox"
 SUBNET_POOL = ipaddress.IPv4Network("10.239.0.0/16")
 MAX_SANDBOXES = 6  # per engine, alive at once (a 2-core host)
-WORKERS_PER_ENGINE = 3
+WORKERS_PER_ENGINE = 3  # 2 each when there are several engines (2 cores)
 CLI_TIMEOUT = 90.0
 DOCKER_TIMEOUT = 60.0
 KILL_POINTS = ("record", "infra", "add", "teardown")
@@ -550,8 +550,8 @@ class Worker(threading.Thread):
             out.seek(0)
             err.seek(0)
             res = Outcome(argv, rc, out.read(), err.read(), time.monotonic() - start)
-        # 0: sleep 5 ended first; -9: our SIGKILL or the hook's.
-        self.world.judge(res, kind, self.engine.host, (0, -signal.SIGKILL))
+        # 0: sleep 5 ended first; 125: refused; -9: our SIGKILL or the hook's.
+        self.world.judge(res, kind, self.engine.host, (0, 125, -signal.SIGKILL))
         STATS.op(kind, res, res.rc not in (0, -signal.SIGKILL))
 
     def op_gc(self) -> None:
@@ -809,7 +809,7 @@ def main() -> int:
     workers = [
         Worker(engine, stop, secrets.randbits(32))
         for engine in engines
-        for _ in range(WORKERS_PER_ENGINE)
+        for _ in range(WORKERS_PER_ENGINE if len(engines) == 1 else 2)
     ]
     checker = Checker(world, engines, stop)
     began = time.monotonic()
