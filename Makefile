@@ -5,7 +5,7 @@ PYTHON ?= python3
 PYTEST_FLAGS ?=
 PYTEST = $(PYTHON) -m pytest -p randomly $(PYTEST_FLAGS)
 
-.PHONY: setup test unit e2e lint bench fuzz test-engines
+.PHONY: setup test unit e2e lint bench fuzz test-engines stress
 
 # Host packages, dockerd, the offline busybox image and an editable install of cnirun[dev].
 setup:
@@ -49,3 +49,8 @@ lint:
 
 bench:
 	$(PYTHON) scripts/bench.py
+
+# A bounded chaos test of sandboxes (root): STRESS_SECONDS (default 180), STRESS_ENGINES
+# (DOCKER_HOST values; default the host's engine and any scripts/engines.sh runs), STRESS_REPORT.
+stress:
+	$(PYTHON) scripts/stress.py
