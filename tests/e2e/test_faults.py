@@ -220,3 +220,32 @@ def test_a_record_removed_mid_run_does_not_stop_the_teardown(rig: Harness) -> No
     assert run.returncode == 0, run.explain()
     assert "removed from outside: tearing down from memory" in run.stderr, run.explain()
     rig.assert_clean([sandbox])
+
+
+@pytest.mark.parametrize("when", ["from the start", "mid-run"])
+def test_a_read_only_cache_dir_still_tears_everything_down(rig: Harness, when: str) -> None:
+    """The CNI cache cannot be written (or, mid-run, its entries not removed): the run says
+    so in one line, and nothing of it is left once the dir is writable again and gc ran."""
+    rig.network()
+    cache = rig.cache_dir
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(cache)],
+                   check=True)  # fmt: skip
+    try:
+        if when == "from the start":
+            subprocess.run(["mount", "-o", "remount,ro", str(cache)], check=True)
+            run = rig.run("--rm", *rig.label, "busybox", "true")
+        else:
+            proc = rig.start("--rm", *rig.label, "busybox", "sleep", "3")
+            wait_for(lambda: rig.containers(running=True), 30, "the workload to run")
+            subprocess.run(["mount", "-o", "remount,ro", str(cache)], check=True)
+            run = rig.finish(proc, timeout=90)
+        assert run.returncode == 125, run.explain()
+        assert "Traceback" not in run.raw_stderr, run.explain()
+        errors = [line for line in run.stderr.splitlines() if line.startswith("cnirun: error")]
+        assert len(errors) == 1 and str(cache) in errors[0], run.explain()
+        subprocess.run(["mount", "-o", "remount,rw", str(cache)], check=True)
+        gc = rig.run("gc")
+        assert gc.returncode == 0, gc.explain()
+        rig.assert_clean()
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
