@@ -185,13 +185,18 @@ start_one() {
             touch "$made_state_dir"
         fi
         mount_all "$suite"
+        local had_docker0=no
+        ip link show docker0 >/dev/null 2>&1 && had_docker0=yes
         say "$suite: starting dockerd (log: $log)"
         # setsid+nohup: the daemon outlives this script; env -i: nothing of the caller's
         # environment (DOCKER_HOST, proxies) steers it; 9>&-: it must not hold our lock.
         # No bridge, NAT or iptables of its own: cnirun's CNI plugins do the networking, and
         # the host engine's rules stay untouched. cgroupfs: there is no systemd here.
+        # unshare --net: a dockerd with --bridge=none deletes any `docker0` it sees, and
+        # the host engine's is in this namespace. The daemon needs no network itself (its
+        # socket is a file; runc gives each container its own namespace).
         setsid nohup env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-            chroot "$root" /usr/sbin/dockerd \
+            unshare --net chroot "$root" /usr/sbin/dockerd \
             --host "$(host_of "$suite")" \
             --data-root /var/lib/docker \
             --exec-root /run/docker \
@@ -214,6 +219,9 @@ start_one() {
         if ! engine_ready "$suite"; then
             tail -n 20 "$log" >&2 || true
             die "$suite: dockerd did not answer within ${start_wait}s; see $log"
+        fi
+        if [[ $had_docker0 == yes ]] && ! ip link show docker0 >/dev/null 2>&1; then
+            die "$suite: starting its dockerd removed the host engine's docker0 bridge"
         fi
         say "$suite: ready, engine $(docker -H "$(host_of "$suite")" version \
             --format '{{.Server.Version}}') at $(host_of "$suite")"
