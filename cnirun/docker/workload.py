@@ -44,6 +44,8 @@ def exec_cli(args: Sequence[str], environ: Mapping[str, str]) -> None:
 
 # `docker run` flags newer than some docker CLIs and engines still in use (cnirun's table is
 # docker CLI 28.2.2's): flag -> (the client release that added it, the engine API it needs).
+# The API versions are what Debian's docker CLI 28.5.2 shows the flags from (its help hides
+# them below: checked with DOCKER_API_VERSION); 26.1.5's CLI has all but --use-api-socket.
 NEWER_FLAGS: dict[str, tuple[tuple[int, int], str | None]] = {
     "quiet": ((23, 0), None),
     "annotation": ((24, 0), "1.43"),
