@@ -77,6 +77,7 @@ class Session:
             cache_dir=plan.cni.cache.cache_dir,
             plugin_dirs=list(plan.cni.plugin_dirs),
             cni_timeout=plan.settings.cni_timeout,
+            cni_del_timeout=plan.settings.cni_del_timeout,
             image=plan.args.image,
             detach=plan.args.detach,
             remove=plan.args.remove,

@@ -14,7 +14,6 @@ import logging
 import threading
 
 from cnirun.attach import Attachment, del_all
-from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import list_from_bytes
 from cnirun.cni.types import RuntimeConf
 from cnirun.docker.runtime import Docker
@@ -120,7 +119,7 @@ def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list
 
     remover = threading.Thread(target=remove_infra, name="remove-infra")
     remover.start()
-    cni = CNIConfig(record.plugin_dirs, record.cache_dir, timeout=record.cni_timeout)
+    cni = record.cni()
     attachments, unreadable = recorded_attachments(record)
     del_failures = unreadable + del_all(cni, attachments)
     failures += del_failures
