@@ -836,7 +836,8 @@ def test_unrelated_networks_never_wait_for_each_other(cni_env: CniEnv) -> None:
     cni_env.cni().add_network_list(slow, cni_env.rt("c1"))
     slow_done: list[bool] = []  # when fast's plugin started: was slow's DEL complete?
     first = cni_env.cni()
-    second = cni_env.cni(exec=_Probe("fast", lambda: len(cni_env.calls()) > 3, slow_done))
+    slow_cached = cni_env.cache_file("slow", "c1")
+    second = cni_env.cni(exec=_Probe("fast", lambda: not slow_cached.exists(), slow_done))
     thread = threading.Thread(target=first.del_network_list, args=(slow, cni_env.rt("c1")))
     thread.start()
     _wait_for_calls(cni_env, 2)  # slow's DEL sleeps under slow's lock
