@@ -412,7 +412,8 @@ class CNIConfig:
                 try:
                     _take_lock(fd, network, self.lock_wait, self.interrupted)
                     held.fd, held.command, held.owner = fd, command, threading.get_ident()
-                    _note_holder(fd, command, "")
+                    with contextlib.suppress(OSError):  # only a waiter's message needs it
+                        _note_holder(fd, command, "")
                 except BaseException:
                     os.close(fd)
                     raise
