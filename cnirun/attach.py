@@ -68,11 +68,16 @@ def add_all(
         note = threading.Timer(SLOW_ADD_NOTE_AFTER, _slow_note, (attachment.net.name,))
         note.daemon = True
         note.start()
+        # ADDING lets a first signal wait for the ADD; a wait for the network's lock is not
+        # part of it: the signal ends that wait (nothing has run yet).
+        interrupted, cni.interrupted = cni.interrupted, lambda: len(guard.signals)
         try:
             result = cni.add_network_list(attachment.net, attachment.rt)
         except CnirunError as e:
+            guard.checkpoint()  # ended by a signal (a wait for the lock): say so, as Interrupted
             raise CnirunError(f"network {attachment.net.name}: {e}") from None
         finally:
+            cni.interrupted = interrupted
             note.cancel()
             guard.enter(previous)
         results.append(result)

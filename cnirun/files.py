@@ -172,15 +172,18 @@ def check_written(path: str) -> None:
     check_owned(st, path)
 
 
-def open_lock(path: str, dir_mode: int = 0o700, mode: int = 0o600) -> int:
+def open_lock(
+    path: str, dir_mode: int = 0o700, mode: int = 0o600, *, follow_dir: bool = True
+) -> int:
     """Open (creating if needed, with `mode`) the lock file `path`; return its descriptor,
     unlocked.
-    Its directory must be trusted; the lock must be a regular file of the effective user.
+    Its directory must be trusted (`follow_dir=False`: and not a symlink); the lock must be
+    a regular file of the effective user.
 
     Raises:
         OSError: the directory or the file cannot be created, or is not safe.
     """
-    with open_dir(os.path.dirname(path) or ".", dir_mode) as dir_fd:
+    with open_dir(os.path.dirname(path) or ".", dir_mode, follow=follow_dir) as dir_fd:
         fd = os.open(
             os.path.basename(path),
             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,

@@ -48,7 +48,12 @@ def make_plan(settings: Settings, networks: Sequence[str], cni_args: Sequence[st
     Raises:
         CnirunError: the first problem, naming the network or flag.
     """
-    cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, settings.cni_timeout)
+    cni = CNIConfig(
+        settings.plugin_dirs,
+        settings.cache_dir,
+        settings.cni_timeout,
+        del_timeout=settings.cni_del_timeout,
+    )
     try:
         pairs = validate.cni_args_pairs(cni_args)
     except CnirunError as e:

@@ -21,6 +21,9 @@ DEFAULT_STATE_DIR = "/var/lib/cnirun"
 DEFAULT_STOP_TIMEOUT = 10.0
 # Seconds a plugin call may take when the caller does not say (cri-dockerd allows 220).
 DEFAULT_CNI_TIMEOUT = 120.0
+# Seconds a DEL may take when the caller does not say: a DEL only undoes, and a hung one
+# holds its network's lock, `rm -f`, `stop` and `gc`; --cni-timeout sets both.
+DEFAULT_CNI_DEL_TIMEOUT = 30.0
 # Seconds a plugin gets to answer VERSION where cnirun only asks (doctor, network, version).
 VERSION_TIMEOUT = 10.0
 
@@ -60,6 +63,7 @@ class Settings:
         "debug",
         "stop_timeout",
         "cni_timeout",
+        "cni_del_timeout",
     )
 
     def __init__(
@@ -73,6 +77,7 @@ class Settings:
         debug: bool = False,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         cni_timeout: float = DEFAULT_CNI_TIMEOUT,
+        cni_del_timeout: float = DEFAULT_CNI_DEL_TIMEOUT,
     ) -> None:
         self.environ = environ
         self.netconf_dir = netconf_dir
@@ -82,6 +87,7 @@ class Settings:
         self.debug = debug
         self.stop_timeout = stop_timeout
         self.cni_timeout = cni_timeout
+        self.cni_del_timeout = cni_del_timeout
 
     @classmethod
     def load(
@@ -94,7 +100,8 @@ class Settings:
         cni_timeout: float | None = None,
         debug: bool = False,
     ) -> Settings:
-        """Flags first, then the environment, then the defaults.
+        """Flags first, then the environment, then the defaults. `cni_timeout` (the flag)
+        sets the DEL timeout too; else CNIRUN_CNI_DEL_TIMEOUT, else DEFAULT_CNI_DEL_TIMEOUT.
 
         Raises:
             SettingsError: a variable or flag has a value cnirun cannot use.
@@ -104,6 +111,11 @@ class Settings:
         if not timeout > 0:
             raise SettingsError(f"--cni-timeout must be positive, got {timeout:g}")
         stop = env.get("CNIRUN_STOP_TIMEOUT", "")
+        del_timeout = DEFAULT_CNI_DEL_TIMEOUT if cni_timeout is None else cni_timeout
+        if cni_timeout is None and env.get("CNIRUN_CNI_DEL_TIMEOUT"):
+            del_timeout = seconds(
+                env["CNIRUN_CNI_DEL_TIMEOUT"], "CNIRUN_CNI_DEL_TIMEOUT", positive=True
+            )
         return cls(
             environ=env,
             netconf_dir=netconf_dir or env.get("NETCONFPATH") or DEFAULT_NETCONF_DIR,
@@ -116,6 +128,7 @@ class Settings:
             debug=debug or _flag(env.get("CNIRUN_DEBUG")),
             stop_timeout=seconds(stop, "CNIRUN_STOP_TIMEOUT") if stop else DEFAULT_STOP_TIMEOUT,
             cni_timeout=timeout,
+            cni_del_timeout=del_timeout,
         )
 
     def get(self, name: str, default: str = "") -> str:
@@ -133,11 +146,14 @@ class Settings:
         """These settings, with a command's own flags on top (themselves when none is given)."""
         if netconf_dir is None and cni_path is None and cache_dir is None and cni_timeout is None:
             return self
-        return Settings.load(
+        settings = Settings.load(
             self.environ,
             netconf_dir=netconf_dir or self.netconf_dir,
             cni_path=cni_path or ":".join(self.plugin_dirs),
             cache_dir=cache_dir or self.cache_dir,
-            cni_timeout=self.cni_timeout if cni_timeout is None else cni_timeout,
+            cni_timeout=cni_timeout,
             debug=self.debug,
         )
+        if cni_timeout is None:  # ours stand, the DEL timeout apart from the other
+            settings.cni_timeout, settings.cni_del_timeout = self.cni_timeout, self.cni_del_timeout
+        return settings

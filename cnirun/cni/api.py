@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from cnirun.cni import invoke, validate
@@ -40,14 +41,17 @@ Attachment = tuple[str, str]  # (container ID, interface name)
 
 
 class CNIConfig:
-    """A CNI runtime bound to plugin directories, a result cache and a lock.
+    """A CNI runtime bound to plugin directories, a result cache and per-network locks.
 
     Args:
         plugin_dirs: where plugin binaries are searched, in order (passed as CNI_PATH).
         cache_dir: the result cache root (libcni's default is /var/lib/cni).
         timeout: seconds each plugin call may take; None waits forever.
         exec: the process seam; tests may pass a fake.
-        lock_path: the lock serializing ADD, DEL and GC; defaults to `<cache_dir>/cnirun.lock`.
+        lock_dir: where the per-network locks live; defaults to `<cache_dir>/locks`.
+        del_timeout: seconds a DEL call may take; None: as `timeout`.
+        lock_wait: seconds a wait for a network's lock may take; None: the longest plugin
+            timeout plus LOCK_MARGIN_SECONDS (forever if plugins may take forever).
     """
 
     def __init__(
@@ -56,18 +60,25 @@ class CNIConfig:
         cache_dir: str,
         timeout: float | None = None,
         exec: invoke.Exec | None = None,
-        lock_path: str | None = None,
+        lock_dir: str | None = None,
+        del_timeout: float | None = None,
+        lock_wait: float | None = None,
     ) -> None:
         self.plugin_dirs = tuple(d for d in plugin_dirs if d)  # "" would mean the cwd
         self.cache = ResultCache(cache_dir)
         self.timeout = timeout
+        self.del_timeout = timeout if del_timeout is None else del_timeout
         self.exec = exec or invoke.RawExec()
-        self.lock_path = lock_path or os.path.join(cache_dir, "cnirun.lock")
-        # flock serializes processes; the RLock serializes threads sharing this object
-        # (and guards the depth counter that makes the lock re-entrant).
-        self._thread_lock = threading.RLock()
-        self._lock_depth = 0
-        self._lock_fd: int | None = None
+        self.lock_dir = lock_dir or os.path.join(cache_dir, "locks")
+        if lock_wait is None and timeout is not None:
+            lock_wait = max(timeout, self.del_timeout or 0.0) + LOCK_MARGIN_SECONDS
+        self.lock_wait = lock_wait
+        # A counter of stop signals (the caller's); a wait for a lock ends when it changes.
+        self.interrupted: Callable[[], int] | None = None
+        # flock serializes processes; each network's RLock serializes the threads sharing
+        # this object (and guards the depth counter that makes the lock re-entrant).
+        self._held: dict[str, _Held] = {}
+        self._held_guard = threading.Lock()
 
     # -- operations -------------------------------------------------------------------------
 
@@ -81,7 +92,7 @@ class CNIConfig:
         Raises:
             CNIError: `plugin type="x" failed (add): ...`, or a cache error after the plugins ran.
         """
-        with self.lock():
+        with self.lock(net.name, "ADD"):
             ran: list[str] = []
             partial: list[Result] = []
             completed = False
@@ -106,7 +117,7 @@ class CNIConfig:
 
         Idempotent: an attachment that is already gone is not an error.
         """
-        with self.lock():
+        with self.lock(net.name, "DEL"):
             self._del(net, rt)
 
     def check_network_list(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
@@ -120,16 +131,17 @@ class CNIConfig:
             )
         if net.disable_check:
             return
-        try:
-            prev = self.cache.read_result(net.name, rt, net.cni_version)
-        except (ResultError, CacheError) as e:
-            raise CNIError(
-                0, f"failed to get network {go_quote(net.name)} cached result: {e}"
-            ) from None
-        for plugin in net.plugins:
-            path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
-            stdin = self._request(net, plugin, prev, rt)
-            self._run(path, stdin, self._args("CHECK", rt))
+        with self.lock(net.name, "CHECK"):
+            try:
+                prev = self.cache.read_result(net.name, rt, net.cni_version)
+            except (ResultError, CacheError) as e:
+                raise CNIError(
+                    0, f"failed to get network {go_quote(net.name)} cached result: {e}"
+                ) from None
+            for plugin in net.plugins:
+                path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
+                stdin = self._request(net, plugin, prev, rt)
+                self._run(path, stdin, self._args("CHECK", rt), net.name)
 
     def gc_network_list(self, net: NetworkConfigList, valid: Sequence[Attachment]) -> None:
         """Garbage-collect the network: DEL every cached attachment not in `valid`.
@@ -143,7 +155,7 @@ class CNIConfig:
             return
         keep = set(valid)
         errors: list[Exception] = []
-        with self.lock():
+        with self.lock(net.name, "GC"):
             try:
                 entries = self.cache.attachments()
             except CacheError as e:
@@ -174,7 +186,7 @@ class CNIConfig:
                     try:
                         path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
                         stdin = self._request(net, plugin, None, None, extra)
-                        self._run(path, stdin, invoke.Args("GC", path=self.plugin_dirs))
+                        self._run(path, stdin, invoke.Args("GC", path=self.plugin_dirs), net.name)
                     except CNIError as e:
                         errors.append(e.wrap(f"failed to GC plugin {plugin.type}: "))
         if len(errors) == 1:
@@ -231,7 +243,7 @@ class CNIConfig:
                 validate.check_cni_args(rt.cni_args)
                 stdin = self._request(net, plugin, prev, rt)
                 ran.append(path)
-                stdout = self._run(path, stdin, self._args("ADD", rt))
+                stdout = self._run(path, stdin, self._args("ADD", rt), net.name)
                 result = Result.from_plugin_output(stdout, net.cni_version)
             except CNIError as e:
                 raise e.wrap(f"plugin {plugin.describe()} failed (add): ") from None
@@ -292,7 +304,7 @@ class CNIConfig:
             try:
                 path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
                 stdin = self._request(net, plugin, prev, rt)
-                self._run(path, stdin, self._args("DEL", rt))
+                self._run(path, stdin, self._args("DEL", rt), net.name)
             except CNIError as e:
                 error = e.wrap(f"plugin {plugin.describe()} failed (delete): ")
                 if not best_effort:
@@ -367,60 +379,147 @@ class CNIConfig:
             conf.update(extra)
         return json.dumps(conf, sort_keys=True, separators=(",", ":")).encode()
 
-    def _run(self, path: str, stdin: bytes, args: invoke.Args) -> bytes:
+    def _run(self, path: str, stdin: bytes, args: invoke.Args, network: str = "") -> bytes:
         env = dict(os.environ)
         env.update(args.environ())
-        return self.exec.exec_plugin(path, stdin, env, self.timeout)
+        if network:
+            self._note_plugin(network, path, args.command)
+        timeout = self.del_timeout if args.command == "DEL" else self.timeout
+        return self.exec.exec_plugin(path, stdin, env, timeout)
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the host-wide CNI lock (re-entrant within one thread of this object)."""
-        with self._thread_lock:
-            if self._lock_depth == 0:
+    def lock(self, network: str, command: str = "") -> Iterator[None]:
+        """Hold the CNI lock of `network` (re-entrant within one thread of this object).
+
+        One lock file per network (`lock_path`): operations on unrelated networks never wait
+        for each other; those on one network (its cache entries, its plugins' state) run one
+        at a time, across processes and across threads sharing this object. `command` is
+        what the holder does, noted in the file for a waiter to report.
+
+        The wait is polled, so a signal handler that raises ends it; it also ends (with a
+        CnirunError) when `interrupted()` changes or after `lock_wait` seconds.
+        """
+        key = _lock_name(network)
+        with self._held_guard:
+            held = self._held.setdefault(key, _Held())
+        with held.rlock:
+            if held.depth == 0:
+                path = self.lock_path(network)
                 try:
-                    fd = open_lock(self.lock_path)
+                    fd = open_lock(path, follow_dir=False)
                 except OSError as e:
-                    raise CacheError(
-                        f"cannot open lock {self.lock_path}: {e.strerror or e}"
-                    ) from None
+                    raise CacheError(f"cannot open lock {path}: {e.strerror or e}") from None
                 try:
-                    _take_lock(fd, self.lock_path)
+                    _take_lock(fd, network, self.lock_wait, self.interrupted)
+                    held.fd, held.command, held.owner = fd, command, threading.get_ident()
+                    with contextlib.suppress(OSError):  # only a waiter's message needs it
+                        _note_holder(fd, command, "")
                 except BaseException:
                     os.close(fd)
                     raise
-                self._lock_fd = fd
-                if isinstance(self.exec, invoke.RawExec):
-                    self.exec.keep_fds = (fd,)
-            self._lock_depth += 1
+            held.depth += 1
             try:
                 yield
             finally:
-                self._lock_depth -= 1
-                if self._lock_depth == 0 and self._lock_fd is not None:
-                    if isinstance(self.exec, invoke.RawExec):
-                        self.exec.keep_fds = ()
-                    os.close(self._lock_fd)  # closing releases the flock
-                    self._lock_fd = None
+                held.depth -= 1
+                if held.depth == 0 and held.fd is not None:
+                    os.close(held.fd)  # closing releases the flock
+                    held.fd, held.owner = None, None
+
+    def lock_path(self, network: str) -> str:
+        """The lock file of `network`: `<lock_dir>/<network>.lock` (one path element: a
+        name that is not a valid network name is replaced by a digest of it)."""
+        return os.path.join(self.lock_dir, f"{_lock_name(network)}.lock")
+
+    def _note_plugin(self, network: str, path: str, command: str) -> None:
+        """Say in `network`'s lock file which plugin runs now, if this thread holds it."""
+        held = self._held.get(_lock_name(network))
+        if held is not None and held.fd is not None and held.owner == threading.get_ident():
+            with contextlib.suppress(OSError):  # only a waiter's message depends on it
+                _note_holder(held.fd, command or held.command, os.path.basename(path))
+
+
+class _Held:
+    """This object's hold on one network's lock: the thread lock, depth and descriptor."""
+
+    def __init__(self) -> None:
+        self.rlock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+        self.command = ""
+        self.owner: int | None = None  # the thread holding it
 
 
 # How long a wait for the lock stays silent before cnirun says what it is waiting for.
 LOCK_NOTICE_SECONDS = 1.0
+# Added to the longest plugin timeout to bound a wait for the lock: a holder whose plugin
+# runs into its timeout is done (its plugin killed) well within this margin.
+LOCK_MARGIN_SECONDS = 15.0
+# Polling interval of a wait, growing from the first to the second value.
+_LOCK_POLL = (0.005, 0.05)
 
 
-def _take_lock(fd: int, path: str) -> None:
-    """flock `fd`, saying who holds it if that takes more than a moment; then leave our pid in
-    the file for the next waiter. A signal handler that raises interrupts the wait."""
-    deadline = time.monotonic() + LOCK_NOTICE_SECONDS
+def _lock_name(network: str) -> str:
+    """`network` as a lock file name: itself if it is a valid network name (so one path
+    element, never `.` or `..`), else `=` and a digest (no valid name starts with `=`)."""
+    try:
+        validate.network_name(network)
+    except CNIError:
+        return "=" + hashlib.sha256(network.encode(errors="surrogateescape")).hexdigest()[:32]
+    return network
+
+
+def _note_holder(fd: int, command: str, plugin: str) -> None:
+    """Leave who holds the lock in its file: our pid, the command and the running plugin."""
+    note = json.dumps({"pid": os.getpid(), "command": command, "plugin": plugin})
+    data = f"{note}\n".encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+
+
+def holder(fd: int) -> str:
+    """Who holds the lock of `fd`, as its file says: `pid P (plugin X, DEL)`."""
+    try:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    try:
+        note = json.loads(text)
+        pid, command, plugin = note["pid"], str(note["command"]), str(note["plugin"])
+    except (ValueError, KeyError, TypeError):
+        return f"pid {text}" if text.isdigit() else "an unknown process"  # an older cnirun's
+    doing = ", ".join(part for part in (f"plugin {plugin}" if plugin else "", command) if part)
+    return f"pid {pid} ({doing})" if doing else f"pid {pid}"
+
+
+def _take_lock(
+    fd: int, network: str, limit: float | None, interrupted: Callable[[], int] | None
+) -> None:
+    """flock `fd`, polling: say who holds it once the wait passes LOCK_NOTICE_SECONDS; give
+    up after `limit` seconds, or when `interrupted()` changes. A signal handler that raises
+    (KeyboardInterrupt, SignalGuard's Interrupted) ends the wait too: it runs during sleep."""
+    started = time.monotonic()
+    signals = interrupted() if interrupted is not None else 0
+    delay, noticed = _LOCK_POLL[0], False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
+            return
         except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                log.info("waiting for the CNI lock %s, held by pid %s", path, holder)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                break
-            time.sleep(0.01)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            pass
+        waited = time.monotonic() - started
+        if not noticed and waited >= LOCK_NOTICE_SECONDS:
+            log.info("waiting for the CNI lock of network %s, held by %s", network, holder(fd))
+            noticed = True
+        if interrupted is not None and interrupted() != signals:
+            raise CnirunError(
+                f"interrupted while waiting for the CNI lock of network {network}, "
+                f"held by {holder(fd)}"
+            )
+        if limit is not None and waited >= limit:
+            raise CnirunError(
+                f"gave up after {waited:.0f}s waiting for the CNI lock of network {network}, "
+                f"held by {holder(fd)}: if that process is stuck, kill it, else retry later"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, _LOCK_POLL[1])

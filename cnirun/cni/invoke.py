@@ -7,6 +7,7 @@ into a CNIError the way libcni does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -14,6 +15,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -196,11 +198,6 @@ class RawExec:
     busy_tries = 6
     busy_delay = 1.0
 
-    def __init__(self) -> None:
-        # Descriptors every plugin inherits: the runtime passes its lock here, so that a
-        # plugin outliving a killed runtime keeps the lock until it is done.
-        self.keep_fds: tuple[int, ...] = ()
-
     def find_in_path(self, plugin: str, paths: Sequence[str]) -> str:
         return find_in_path(plugin, paths)
 
@@ -211,6 +208,7 @@ class RawExec:
         cni_env = {k: env.get(k, "") for k in CNI_VARS}
         proc = self._start(path, env, cni_env)
         started = time.monotonic()
+        GUARDIAN.watch(proc.pid)
         try:
             stdout, stderr = _communicate(proc, stdin, timeout)
         except OutputTooLarge as e:
@@ -231,6 +229,8 @@ class RawExec:
         except BaseException:
             _kill_group(proc)  # an interrupted runtime must not leave a plugin running
             raise
+        finally:
+            GUARDIAN.unwatch(proc.pid)
         status = proc.returncode
         log.debug(
             "plugin %s %s exited %s in %.3fs%s",
@@ -259,8 +259,7 @@ class RawExec:
                     stderr=subprocess.PIPE,
                     env=dict(env),
                     start_new_session=True,  # its own process group, killed whole on timeout
-                    close_fds=True,
-                    pass_fds=self.keep_fds,
+                    close_fds=True,  # the lock and every other descriptor of ours stay here
                 )
             except OSError as e:
                 if e.errno == errno.ETXTBSY and attempt < self.busy_tries:
@@ -274,6 +273,109 @@ class RawExec:
                     reason += f" (still busy after {self.busy_tries} tries)"
                 raise decode_failure(b"", b"", reason) from None
         raise AssertionError("unreachable")
+
+
+# The guardian: a shell that kills the process groups of the plugins still running when
+# cnirun dies. It reads `+ <pgid>` (a plugin started, leading its own group) and `- <pgid>`
+# (it was reaped) from a pipe whose only write end is ours; EOF means we are gone, even by
+# kill -9, and it kills what is left. So a plugin never outlives cnirun: a later cnirun that
+# takes the network's lock cannot interleave with it, and the lock (never passed to plugins)
+# is free the moment cnirun dies.
+#
+# Why not PR_SET_PDEATHSIG in the child: it needs preexec_fn, which turns off subprocess's
+# vfork path and cost 2-4 ms per plugin here (the guardian costs two small pipe writes);
+# it fires when the forking *thread* exits, not the process; and it reaches only the plugin,
+# not the helpers of its group (bridge's iptables), which killing the group does.
+# What is left: between cnirun's death and the guardian's kill lie a few milliseconds in
+# which a new cnirun could already take the lock while the old plugin is being killed.
+_GUARDIAN_SCRIPT = """
+groups=' '
+while read -r op pg; do
+  case $op in
+    +) case $groups in *" $pg "*) ;; *) groups="$groups$pg " ;; esac ;;
+    -) case $groups in *" $pg "*) groups="${groups%% $pg *} ${groups#* $pg }" ;; esac ;;
+  esac
+done
+for pg in $groups; do kill -9 "-$pg" 2>/dev/null; done
+"""
+
+
+class _Guardian:
+    """This process's guardian, started at the first plugin (again if it died, or after a
+    fork); one per process, shared by every thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd: int | None = None
+        self._owner = 0  # the pid that started it
+        self._groups: set[int] = set()
+        self._failed = False
+
+    def watch(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+            self._send(f"+ {pgid}\n")
+
+    def unwatch(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+            self._send(f"- {pgid}\n")
+
+    def _send(self, line: str) -> None:
+        for _ in range(2):
+            fd = self._ensure()
+            if fd is None:
+                return
+            try:
+                os.write(fd, line.encode())  # one small write: atomic, never mixed
+                return
+            except OSError as e:  # it died: start another one, told every running group
+                log.debug("plugin guardian: %s; starting another", e)
+                self._stop()
+
+    def _ensure(self) -> int | None:
+        if self._owner != os.getpid():
+            self._proc, self._fd = None, None  # a forked child: that guardian is not ours
+        if self._proc is not None and self._proc.poll() is not None:
+            self._stop()
+        if self._fd is not None:
+            return self._fd
+        read, write = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                ["/bin/sh", "-c", _GUARDIAN_SCRIPT],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's Ctrl-C, meant for us, must not end it
+                close_fds=True,
+            )
+        except OSError as e:
+            os.close(write)
+            if not self._failed:
+                log.warning("cannot start the plugin guardian (/bin/sh): %s; a plugin may "
+                            "outlive a cnirun that is killed", e)
+                self._failed = True
+            return None
+        finally:
+            os.close(read)
+        self._fd, self._owner = write, os.getpid()
+        for pgid in self._groups:
+            os.write(write, f"+ {pgid}\n".encode())
+        return write
+
+    def _stop(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        if self._proc is not None:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                self._proc.wait(1)
+        self._proc, self._fd = None, None
+
+
+GUARDIAN = _Guardian()
 
 
 class OutputTooLarge(Exception):

@@ -64,7 +64,12 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
         CnirunError: for the first problem found, naming the network, file or flag.
     """
     check_workload(args, docker, settings.environ)
-    cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=settings.cni_timeout)
+    cni = CNIConfig(
+        settings.plugin_dirs,
+        settings.cache_dir,
+        timeout=settings.cni_timeout,
+        del_timeout=settings.cni_del_timeout,
+    )
     nets = configs_for(settings, cni, docker).resolve(args.networks)
     plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
     ports: list[PortMapping] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from cnirun import privnet
@@ -101,9 +101,18 @@ class _Selection:
         self.up = up
         self.skip = live | foreign | up | {s.record.id for s in self.sandboxes}
         self._removed_infra: list[str] = []  # leftover infra containers gc removes
-        self.cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=GC_TIMEOUT)
+        self.cni = self._cni(settings.plugin_dirs)
         self.gc_networks: dict[str, CacheEntry] = {}
         self.undeleted: set[str] = set()  # netns paths with an attachment whose DEL failed
+
+    def _cni(self, plugin_dirs: Sequence[str]) -> CNIConfig:
+        """GC's runtime: GC_TIMEOUT a call, DELs no longer than the settings' DEL timeout."""
+        return CNIConfig(
+            plugin_dirs,
+            self.settings.cache_dir,
+            timeout=GC_TIMEOUT,
+            del_timeout=min(GC_TIMEOUT, self.settings.cni_del_timeout),
+        )
 
     def items(self) -> list[Reclaim]:
         """In the order they must happen: sandboxes, then infra containers without a record,
@@ -198,7 +207,7 @@ class _Selection:
         owner = owners.read(entry.container_id[len(CNI_ID_PREFIX) :])
         cni = self.cni  # the plugins the sandbox was set up with, when that is known
         if owner is not None and owner.plugin_dirs:
-            cni = CNIConfig(owner.plugin_dirs, self.settings.cache_dir, timeout=GC_TIMEOUT)
+            cni = self._cni(owner.plugin_dirs)
         try:
             net = list_from_bytes(entry.config, entry.path)
             cni.del_network_list(net, entry.runtime_conf())
@@ -213,11 +222,16 @@ class _Selection:
         """CNI GC of each 1.1.0 network gc DELeted from, every cached attachment left valid."""
         cache = ResultCache(self.settings.cache_dir)
         for name, entry in self.gc_networks.items():
-            remaining = [
-                (e.container_id, e.ifname) for e in cache.attachments() if e.network_name == name
-            ]
             try:
-                self.cni.gc_network_list(list_from_bytes(entry.config, entry.path), remaining)
+                # Under the network's lock, so an ADD cannot land between the listing and
+                # the GC (its attachment would not be among the valid ones).
+                with self.cni.lock(name, "GC"):
+                    remaining = [
+                        (e.container_id, e.ifname)
+                        for e in cache.attachments()
+                        if e.network_name == name
+                    ]
+                    self.cni.gc_network_list(list_from_bytes(entry.config, entry.path), remaining)
                 report.actions.append(
                     f"network {name}: CNI GC with {len(remaining)} valid attachments"
                 )

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from cnirun.cni import gojson
+from cnirun.cni.api import CNIConfig
 from cnirun.errors import CnirunError
 from cnirun.files import ensure_dir, open_lock, read_limited, unlink_quietly, write_atomic
 from cnirun.sandbox import schema
@@ -79,6 +80,7 @@ class SandboxRecord:
         cache_dir: str,
         plugin_dirs: list[str],
         cni_timeout: float,
+        cni_del_timeout: float | None = None,
         created: float | None = None,
         infra_id: str = "",
         netns_path: str = "",
@@ -102,6 +104,8 @@ class SandboxRecord:
         self.cache_dir = cache_dir
         self.plugin_dirs = plugin_dirs
         self.cni_timeout = cni_timeout
+        # DEL's own timeout; None in a record written before it had one: cni_timeout then.
+        self.cni_del_timeout = cni_del_timeout
         self.created = time.time() if created is None else created
         self.infra_id = infra_id
         self.netns_path = netns_path
@@ -124,7 +128,18 @@ class SandboxRecord:
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))
         data["attachments"] = [a._asdict() for a in self.attachments]
+        if data["cni_del_timeout"] is None:
+            del data["cni_del_timeout"]
         return data
+
+    def cni(self) -> CNIConfig:
+        """A CNI runtime as the sandbox was set up with: its plugin dirs, cache, timeouts."""
+        return CNIConfig(
+            self.plugin_dirs,
+            self.cache_dir,
+            timeout=self.cni_timeout,
+            del_timeout=self.cni_del_timeout,
+        )
 
     @property
     def cni_container_id(self) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 from cnirun.attach import Attachment, add_all, del_all
-from cnirun.cni.api import CNIConfig
 from cnirun.cni.types import Result
 from cnirun.docker.runtime import ROLE_WORKLOAD, Docker
 from cnirun.errors import CnirunError
@@ -96,7 +95,7 @@ def _reattach(record: SandboxRecord, current: str) -> list[str]:
         " attaching its networks again",
         record.id[:12],
     )
-    cni = CNIConfig(record.plugin_dirs, record.cache_dir, timeout=record.cni_timeout)
+    cni = record.cni()
     attachments, unreadable = recorded_attachments(record)
     if unreadable:
         return unreadable

@@ -156,7 +156,7 @@ def _field(key: str, value: Any, sandbox_id: str) -> Any:
         return _path(value, key)
     if key == "plugin_dirs":
         return [_path(d, f"{key}[{i}]") for i, d in enumerate(_items(value, key))]
-    if key == "cni_timeout":
+    if key in ("cni_timeout", "cni_del_timeout"):
         return _number(value, key, positive=True)
     if key == "created":
         return _number(value, key)

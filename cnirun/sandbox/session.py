@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from cnirun.attach import Attachment, add_all
@@ -77,6 +78,7 @@ class Session:
             cache_dir=plan.cni.cache.cache_dir,
             plugin_dirs=list(plan.cni.plugin_dirs),
             cni_timeout=plan.settings.cni_timeout,
+            cni_del_timeout=plan.settings.cni_del_timeout,
             image=plan.args.image,
             workload=plan.args.name or "",  # its --name: found by it on other engines too
             detach=plan.args.detach,
@@ -111,9 +113,14 @@ class Session:
                 if early is not None and early.done:
                     failures = early.failures
                 else:
-                    failures = teardown(self.record, self.store, self.docker, owner=True)
+                    failures = teardown(
+                        self.record, self.store, self.docker, True, self._signal_count
+                    )
             self.guard.restore(ignore=True)  # exiting now: a late signal must not change the code
         return Outcome(code, error, self.record.id, failures)
+
+    def _signal_count(self) -> int:
+        return len(self.guard.signals)
 
     def _save(self) -> None:
         self.store.save(self.record)
@@ -258,7 +265,9 @@ class Session:
         self.guard.checkpoint()  # a signal slipped in between setup and here
         launched = time.time()
         if not args.detach and args.restart == "no":  # a restarting workload needs its network
-            self.early_teardown = _EarlyTeardown(self.record, self.store, self.docker)
+            self.early_teardown = _EarlyTeardown(
+                self.record, self.store, self.docker, self._signal_count
+            )
             self.early_teardown.start()
         environ = self.docker.endpoint.cli_environ(self.plan.settings.environ)
         try:
@@ -342,9 +351,16 @@ class _EarlyTeardown(threading.Thread):
     or Docker's events cannot be read), the teardown after the CLI exits does it all.
     """
 
-    def __init__(self, record: SandboxRecord, store: RecordStore, docker: Docker) -> None:
+    def __init__(
+        self,
+        record: SandboxRecord,
+        store: RecordStore,
+        docker: Docker,
+        interrupted: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(name="early-teardown", daemon=True)
         self.record, self.store, self.docker = record, store, docker
+        self.interrupted = interrupted
         self.failures: list[str] = []
         self.done = False
         self._lock = threading.Lock()
@@ -370,7 +386,9 @@ class _EarlyTeardown(threading.Thread):
                 return
         log.debug("the workload died: tearing down while its docker CLI finishes")
         try:
-            self.failures = teardown(self.record, self.store, self.docker, owner=True)
+            self.failures = teardown(
+                self.record, self.store, self.docker, True, self.interrupted
+            )
         except CnirunError as e:  # the teardown after the CLI exits tries again
             log.debug("early teardown: %s", e)
             return

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
 from cnirun.attach import Attachment, del_all
-from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import list_from_bytes
 from cnirun.cni.types import RuntimeConf
 from cnirun.docker.runtime import Docker
@@ -27,9 +27,16 @@ log = logging.getLogger(__name__)
 
 
 def teardown(
-    record: SandboxRecord, store: RecordStore, docker: Docker, owner: bool = False
+    record: SandboxRecord,
+    store: RecordStore,
+    docker: Docker,
+    owner: bool = False,
+    interrupted: Callable[[], int] | None = None,
 ) -> list[str]:
     """Undo everything the record says was set up; return what could not be undone.
+
+    `interrupted` counts the stop signals received (the run's SignalGuard): one arriving
+    while a DEL waits for its network's lock ends that wait (that DEL fails: gc retries it).
 
     Holds the sandbox's lock: of two teardowns at once (`rm` twice, `rm` and `gc`), the
     second waits, then finds the record gone and has nothing to do. The `owner` (the run
@@ -50,7 +57,7 @@ def teardown(
                 record.id[:12],
             )
         try:
-            return _teardown(record, store, docker)
+            return _teardown(record, store, docker, interrupted)
         except OSError as e:  # whatever the host refuses, the caller gets a line, not a trace
             return [f"{e.strerror or e}: {e.filename}" if e.filename else str(e)]
 
@@ -105,7 +112,12 @@ def _hold_again(record: SandboxRecord, docker: Docker) -> None:
     log.debug("held netns %s again from the infra container (pid %d)", record.netns_path, pid)
 
 
-def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list[str]:
+def _teardown(
+    record: SandboxRecord,
+    store: RecordStore,
+    docker: Docker,
+    interrupted: Callable[[], int] | None = None,
+) -> list[str]:
     failures: list[str] = []
     try:
         _hold_again(record, docker)
@@ -120,7 +132,8 @@ def _teardown(record: SandboxRecord, store: RecordStore, docker: Docker) -> list
 
     remover = threading.Thread(target=remove_infra, name="remove-infra")
     remover.start()
-    cni = CNIConfig(record.plugin_dirs, record.cache_dir, timeout=record.cni_timeout)
+    cni = record.cni()
+    cni.interrupted = interrupted
     attachments, unreadable = recorded_attachments(record)
     del_failures = unreadable + del_all(cni, attachments)
     failures += del_failures

@@ -135,6 +135,8 @@ class FakePluginExec:
             raise FakeExecUnsupported("spawn_sleeper needs a real process: real_exec=True")
         self._log(entry, env)
 
+        while "sleep_while" in behaviour and os.path.exists(behaviour["sleep_while"]):
+            time.sleep(0.05)  # no timeout applies: only tests that end the hang use it
         if behaviour.get("sleep"):
             seconds = float(behaviour["sleep"])
             if timeout is not None and seconds >= timeout:

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
+import threading
 import time
 from typing import Any
 
 import pytest
 
 from cnirun import attach
+from cnirun.attach import Attachment
 from cnirun.cli import output
+from cnirun.host.signals import Interrupted, SignalGuard
+from tests.unit.conftest import CniEnv
 
 
 class SlowCNI:
+    interrupted = None
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
@@ -25,6 +32,7 @@ class SlowCNI:
 
 class Guard:
     mode = None
+    signals: list[int] = []
 
     def enter(self, mode: Any) -> None:
         self.mode = mode
@@ -87,3 +95,28 @@ def test_terminal_only_notes_never_reach_a_pipe(
     handler.emit(logging.LogRecord("cnirun", logging.WARNING, "", 0, "always", (), None))
     expected = ("cnirun: waiting\n" if tty else "") + "cnirun: warning: always\n"
     assert stream.getvalue() == expected
+
+
+def test_a_signal_ends_a_wait_for_the_lock_during_adding(cni_env: CniEnv) -> None:
+    """ADDING lets the first signal wait for the ADD; a wait for the network's lock (held
+    by another cnirun) is no part of it and ends at once, before any plugin runs."""
+    net = cni_env.network()
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cni_env.cni().lock("net"):
+            holding.set()
+            done.wait(10)  # only bounds how long a failure takes
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(30)
+    guard = SignalGuard()
+    threading.Timer(0.1, lambda: guard.signals.append(signal.SIGTERM)).start()
+    try:
+        with pytest.raises(Interrupted):
+            attach.add_all(cni_env.cni(timeout=None), [Attachment(net, cni_env.rt())], guard)
+    finally:
+        done.set()
+        holder.join()
+    assert cni_env.calls() == []

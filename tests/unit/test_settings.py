@@ -11,6 +11,8 @@ import pytest
 from cnirun.errors import SettingsError
 from cnirun.settings import (
     DEFAULT_CACHE_DIR,
+    DEFAULT_CNI_DEL_TIMEOUT,
+    DEFAULT_CNI_TIMEOUT,
     DEFAULT_NETCONF_DIR,
     DEFAULT_PLUGIN_DIRS,
     DEFAULT_STATE_DIR,
@@ -29,6 +31,22 @@ def test_defaults_with_an_empty_environment() -> None:
     assert s.plugin_dirs == DEFAULT_PLUGIN_DIRS
     assert s.stop_timeout == DEFAULT_STOP_TIMEOUT
     assert s.debug is False
+
+
+def test_del_gets_a_shorter_default_timeout_and_the_flag_sets_both() -> None:
+    s = Settings.load({})
+    assert (s.cni_timeout, s.cni_del_timeout) == (DEFAULT_CNI_TIMEOUT, DEFAULT_CNI_DEL_TIMEOUT)
+    assert s.cni_del_timeout < s.cni_timeout
+    env = {"CNIRUN_CNI_DEL_TIMEOUT": "5"}
+    assert Settings.load(env).cni_del_timeout == 5
+    assert (Settings.load(env, cni_timeout=300).cni_del_timeout) == 300  # the flag wins
+    flagged = Settings.load({}).with_flags(cni_timeout=200)
+    assert (flagged.cni_timeout, flagged.cni_del_timeout) == (200, 200)
+    other = Settings.load(env).with_flags(netconf_dir="/x")  # another flag: timeouts stay
+    assert (other.cni_timeout, other.cni_del_timeout) == (DEFAULT_CNI_TIMEOUT, 5)
+    with pytest.raises(SettingsError) as exc:
+        Settings.load({"CNIRUN_CNI_DEL_TIMEOUT": "0"})
+    assert "CNIRUN_CNI_DEL_TIMEOUT" in str(exc.value)
 
 
 def test_environment_then_flags_win() -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from cnirun.cni import validate
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.invoke import find_in_path
 from cnirun.cni.types import Result, VersionInfo
-from cnirun.errors import CNIError, CnirunError, MultiError, PluginNotFoundError
+from cnirun.errors import CacheError, CNIError, CnirunError, MultiError, PluginNotFoundError
 from tests.unit.cni.conftest import R1, assert_no_leftover_cache
 from tests.unit.conftest import CniEnv
 from tests.unit.fakes import FakePluginExec
@@ -809,21 +811,60 @@ class _Probe(FakePluginExec):
         return super().exec_plugin(path, stdin, env, timeout)
 
 
-def test_the_lock_serializes_two_runtimes(cni_env: CniEnv) -> None:
-    slow = cni_env.network([{"type": "fake", "fake": {"ADD": {"sleep": 0.5}}}], name="slow")
-    fast = cni_env.network(name="fast")
-    slow_done: list[bool] = []  # when fast's plugin started: was slow's ADD complete?
+def test_the_lock_serializes_two_runtimes_on_one_network(cni_env: CniEnv) -> None:
+    slow = cni_env.network([{"type": "fake", "fake": {"ADD": {"sleep": 0.5}}}])
+    slow_done: list[bool] = []  # when c2's plugin started: was c1's ADD complete?
     first = cni_env.cni()
-    second = cni_env.cni(exec=_Probe("fast", cni_env.cache_file("slow").exists, slow_done))
+    done = cni_env.cache_file("net", "c1").exists
+    second = cni_env.cni(exec=_Probe("net", done, slow_done))
     thread = threading.Thread(target=first.add_network_list, args=(slow, cni_env.rt("c1")))
     thread.start()
-    _wait_for_calls(cni_env, 1)  # slow's plugin runs (and sleeps) under the lock
-    second.add_network_list(fast, cni_env.rt("c2"))
+    _wait_for_calls(cni_env, 1)  # c1's plugin runs (and sleeps) under the lock
+    second.add_network_list(slow, cni_env.rt("c2"))
     thread.join()
-    slow_call, fast_call = cni_env.calls()
-    assert (slow_call["stdin"]["name"], fast_call["stdin"]["name"]) == ("slow", "fast")
-    # Fast's plugin ran only once slow's ADD had finished, its result cached and all.
+    first_call, second_call = cni_env.calls()
+    cids = (first_call["env"]["CNI_CONTAINERID"], second_call["env"]["CNI_CONTAINERID"])
+    assert cids == ("c1", "c2")
+    # c2's plugin ran only once c1's ADD had finished, its result cached and all.
     assert slow_done == [True]
+
+
+def test_unrelated_networks_never_wait_for_each_other(cni_env: CniEnv) -> None:
+    """A plugin hanging on one network held every cnirun on the host (issue 12)."""
+    slow = cni_env.network([{"type": "fake", "fake": {"DEL": {"sleep": 1}}}], name="slow")
+    fast = cni_env.network(name="fast")
+    cni_env.cni().add_network_list(slow, cni_env.rt("c1"))
+    slow_done: list[bool] = []  # when fast's plugin started: was slow's DEL complete?
+    first = cni_env.cni()
+    slow_cached = cni_env.cache_file("slow", "c1")
+    second = cni_env.cni(exec=_Probe("fast", lambda: not slow_cached.exists(), slow_done))
+    thread = threading.Thread(target=first.del_network_list, args=(slow, cni_env.rt("c1")))
+    thread.start()
+    _wait_for_calls(cni_env, 2)  # slow's DEL sleeps under slow's lock
+    second.add_network_list(fast, cni_env.rt("c2"))
+    second.del_network_list(fast, cni_env.rt("c2"))
+    thread.join()
+    assert slow_done == [False, False]  # both ran while slow's DEL still slept
+    assert [(c["stdin"]["name"], c["env"]["CNI_COMMAND"]) for c in cni_env.calls()] == [
+        ("slow", "ADD"), ("slow", "DEL"), ("fast", "ADD"), ("fast", "DEL")
+    ]
+
+
+def test_one_object_holds_two_networks_from_two_threads(cni_env: CniEnv) -> None:
+    cni = cni_env.cni()
+    entered = threading.Event()
+
+    def hold() -> None:
+        with cni.lock("a"):
+            entered.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert entered.wait(30)
+    with cni.lock("b"):  # not "a": no waiting
+        assert thread.is_alive()
+    thread.join()
 
 
 def test_the_lock_is_shared_with_other_processes(cni_env: CniEnv) -> None:
@@ -832,7 +873,7 @@ def test_the_lock_is_shared_with_other_processes(cni_env: CniEnv) -> None:
         "import sys, time\n"
         "from cnirun.cni.api import CNIConfig\n"
         "cni = CNIConfig([], sys.argv[1])\n"
-        "with cni.lock():\n"
+        "with cni.lock('net'):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(0.5)\n"
         "    open(sys.argv[2], 'w').close()\n"
@@ -851,9 +892,42 @@ def test_the_lock_is_shared_with_other_processes(cni_env: CniEnv) -> None:
 
 def test_lock_is_reentrant_in_one_thread(cni_env: CniEnv) -> None:
     cni = cni_env.cni()
-    with cni.lock(), cni.lock():
+    with cni.lock("net"), cni.lock("net"):
         cni.add_network_list(cni_env.network(), cni_env.rt())
     assert cni_env.trace() == [("fake", "ADD")]
+
+
+def test_lock_files_are_one_per_network_private_and_never_follow_a_symlink(
+    cni_env: CniEnv, tmp_path: Path
+) -> None:
+    cni = cni_env.cni()
+    assert cni.lock_path("net") == str(cni_env.cache / "locks" / "net.lock")
+    bad = cni.lock_path("../x")  # an invalid name: a digest, one path element
+    assert os.path.dirname(bad) == str(cni_env.cache / "locks")
+    with cni.lock("net"):
+        pass
+    assert (cni_env.cache / "locks").stat().st_mode & 0o777 == 0o700
+    assert (cni_env.cache / "locks" / "net.lock").stat().st_mode & 0o777 == 0o600
+    other = tmp_path / "elsewhere"
+    other.mkdir(mode=0o700)
+    moved = cni_env.root / "moved"
+    (cni_env.cache / "locks").rename(moved)
+    (cni_env.cache / "locks").symlink_to(other)
+    with pytest.raises(CacheError) as exc:
+        with cni.lock("net"):
+            pass
+    assert "is a symbolic link" in str(exc.value)
+    assert list(other.iterdir()) == []
+
+
+def test_del_gets_its_own_timeout(cni_env: CniEnv) -> None:
+    fake = FakeExec()
+    cni = cni_env.cni(exec=fake, timeout=7, del_timeout=3)
+    net = cni_env.network([{"type": "b"}])
+    cni.add_network_list(net, cni_env.rt())
+    cni.del_network_list(net, cni_env.rt())
+    assert [(c[1], c[3]) for c in fake.calls] == [("ADD", 7), ("DEL", 3)]
+    assert cni_env.cni(exec=fake, timeout=7).del_timeout == 7  # not given: as the others
 
 
 # -- the Exec seam, with an in-process fake ---------------------------------------------------

@@ -90,9 +90,23 @@ def test_a_valid_record_round_trips(store: RecordStore) -> None:
     assert store.load(SID).to_json() == record.to_json()
 
 
+def test_the_del_timeout_is_recorded_and_an_older_record_uses_cni_timeout(
+    store: RecordStore,
+) -> None:
+    record = good_record(cni_del_timeout=3.0)
+    store.save(record)
+    loaded = store.load(SID)
+    assert (loaded.cni_del_timeout, loaded.cni().timeout, loaded.cni().del_timeout) == (3, 10, 3)
+    older = good_record()  # written before records had it: the key is absent
+    assert "cni_del_timeout" not in older.to_json()
+    store.save(older)
+    assert store.load(SID).cni().del_timeout == 10.0
+
+
 @pytest.mark.parametrize(
     ("field", "value", "why"),
     [
+        ("cni_del_timeout", 0, "cni_del_timeout: not positive"),
         ("id", "../../etc/x", "id: not " + SID),
         ("infra_name", "victim", "infra_name: not cnirun-infra-"),
         ("netns_name", "cnirun-other", "netns_name: not cnirun-"),
