@@ -183,13 +183,17 @@ def open_lock(
     Raises:
         OSError: the directory or the file cannot be created, or is not safe.
     """
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     with open_dir(os.path.dirname(path) or ".", dir_mode, follow=follow_dir) as dir_fd:
-        fd = os.open(
-            os.path.basename(path),
-            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
-            mode,
-            dir_fd=dir_fd,
-        )
+        try:
+            name = os.path.basename(path)
+            fd = os.open(name, flags | os.O_RDWR | os.O_CREAT, mode, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno != errno.EROFS:
+                raise
+            # A file system made read-only: an existing lock still locks when opened so
+            # (flock needs no write access), and a teardown must not stop for want of it.
+            fd = os.open(name, flags | os.O_RDONLY, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -9,6 +9,7 @@ Docker or netns handling.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -317,8 +318,14 @@ class CNIConfig:
             raise failures[0]
         if failures:
             raise MultiError(failures)
-        with contextlib.suppress(CnirunError, OSError):
+        try:
             self.cache.delete(net.name, rt.container_id, rt.ifname)
+        except OSError as e:  # libcni ignores this too: the network is undone all the same
+            log.warning(
+                "cannot remove the cached result %s: %s (a later `cnirun gc` does)",
+                e.filename or self.cache.path(net.name, rt.container_id, rt.ifname),
+                e.strerror or e,
+            )
 
     def _rollback(
         self, net: NetworkConfigList, rt: RuntimeConf, added: int, prev: Result | None
@@ -406,17 +413,23 @@ class CNIConfig:
             if held.depth == 0:
                 path = self.lock_path(network)
                 try:
-                    fd = open_lock(path, follow_dir=False)
+                    fd: int | None = open_lock(path, follow_dir=False)
                 except OSError as e:
-                    raise CacheError(f"cannot open lock {path}: {e.strerror or e}") from None
-                try:
-                    _take_lock(fd, network, self.lock_wait, self.interrupted)
-                    held.fd, held.command, held.owner = fd, command, threading.get_ident()
-                    with contextlib.suppress(OSError):  # only a waiter's message needs it
-                        _note_holder(fd, command, "")
-                except BaseException:
-                    os.close(fd)
-                    raise
+                    if e.errno != errno.EROFS or command != "DEL":
+                        raise CacheError(f"cannot open lock {path}: {e.strerror}") from None
+                    # A read-only cache dir must not stop a teardown; no other cnirun can
+                    # create this lock either, so each holds only its in-process lock.
+                    log.warning("cannot create lock %s: %s; deleting without it", path, e.strerror)
+                    fd = None
+                if fd is not None:
+                    try:
+                        _take_lock(fd, network, self.lock_wait, self.interrupted)
+                        held.fd, held.command, held.owner = fd, command, threading.get_ident()
+                        with contextlib.suppress(OSError):  # only a waiter's message needs it
+                            _note_holder(fd, command, "")
+                    except BaseException:
+                        os.close(fd)
+                        raise
             held.depth += 1
             try:
                 yield

@@ -5,7 +5,8 @@ are host-wide, but their record lives in one state dir. gc of another state dir 
 the record nor, once teardown has removed the infra, any container: it would take them for
 leftovers and tear into a sandbox that is still being torn down. So each sandbox also leaves
 `/run/cnirun/owners/<id>.json` (its state dir, its cnirun process, its plugin dirs), written
-before anything is created and removed with the record.
+before anything is created and removed with the record (or, when `rm -f` left the holder for
+gc to retry a DEL, once the holder is gone too).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from typing import NamedTuple
 
 from cnirun.files import unlink_quietly, write_atomic
+from cnirun.host.netns import NETNS_DIR
 from cnirun.sandbox.records import process_start
 
 OWNERS_DIR = "/run/cnirun/owners"
@@ -77,11 +79,14 @@ def not_mine(sandbox_id: str, state_dir: str) -> bool:
     if owner.alive():
         return True
     record = os.path.join(owner.state_dir, "sandboxes", f"{sandbox_id}.json")
-    return owner.state_dir != state_dir and os.path.exists(record)
+    # `rm -f` of a sandbox whose DEL kept failing drops its record but keeps its holder for
+    # its own gc's retry (which needs its cache dir): the holder is still that state dir's.
+    kept = os.path.exists(os.path.join(NETNS_DIR, f"cnirun-{sandbox_id}"))
+    return owner.state_dir != state_dir and (os.path.exists(record) or kept)
 
 
 def forget_dead(state_dir: str) -> None:
-    """Remove the owner files of `state_dir` whose cnirun is gone and whose record is gone."""
+    """Remove the owner files of `state_dir` whose cnirun, record and netns holder are gone."""
     try:
         names = os.listdir(OWNERS_DIR)
     except OSError:
@@ -91,5 +96,7 @@ def forget_dead(state_dir: str) -> None:
         owner = read(sandbox_id) if name.endswith(".json") else None
         if owner is None or owner.state_dir != state_dir or owner.alive():
             continue
-        if not os.path.exists(os.path.join(state_dir, "sandboxes", name)):
+        record = os.path.join(state_dir, "sandboxes", name)
+        holder = os.path.join(NETNS_DIR, f"cnirun-{sandbox_id}")
+        if not os.path.exists(record) and not os.path.exists(holder):
             release(sandbox_id)

@@ -192,4 +192,5 @@ def forget(record: SandboxRecord, store: RecordStore, failures: list[str]) -> No
             store.delete_files(record.id)
         with contextlib.suppress(OSError):
             store.delete(record.id)
-    owners.release(record.id)
+    if not (record.netns_name and netns.netns_exists(record.netns_path)):
+        owners.release(record.id)  # else gc of its state dir drops it with the holder
