@@ -320,6 +320,8 @@ class CNIConfig:
             raise MultiError(failures)
         try:
             self.cache.delete(net.name, rt.container_id, rt.ifname)
+        except CnirunError:  # a name no cache file can have: there is none to remove
+            pass
         except OSError as e:  # libcni ignores this too: the network is undone all the same
             log.warning(
                 "cannot remove the cached result %s: %s (a later `cnirun gc` does)",
