@@ -206,12 +206,19 @@ _KINDS: dict[str, _Kind] = {
     "ip": _Kind.ADDRESS,
     "ip6": _Kind.ADDRESS,
     "mac-address": _Kind.MAC,
-    **dict.fromkeys(
-        ("publish-all", "expose", "link", "network-alias", "link-local-ip"), _Kind.REJECT
-    ),
+    **dict.fromkeys(("publish-all", "expose", "link", "link-local-ip"), _Kind.REJECT),
     "network": _Kind.NETWORK,
     **dict.fromkeys(
-        ("netconf-dir", "cni-path", "infra-image", "cni-args", "cni-timeout", "debug"), _Kind.OWN
+        (
+            "netconf-dir",
+            "cni-path",
+            "infra-image",
+            "cni-args",
+            "cni-timeout",
+            "debug",
+            "network-alias",
+        ),
+        _Kind.OWN,
     ),
     "help": _Kind.HELP,
 }
@@ -221,9 +228,7 @@ _REJECTIONS: dict[str, str] = {
     "expose": "the container's ports are reachable on its CNI address without it;"
     " publish them on the host with -p HOSTPORT:PORT",
     "link": "legacy links need Docker's own networking; put both containers on the same"
-    " CNI network, or map the name with --add-host NAME:IP",
-    "network-alias": "CNI networks have no Docker DNS for aliases;"
-    " map the name with --add-host NAME:IP in the containers that need it",
+    " CNI network: they reach each other by --name and --network-alias",
     "link-local-ip": "CNI plugins assign the addresses; request one with --ip or --ip6",
 }
 
@@ -233,6 +238,7 @@ _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 _CNI_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _CONTAINER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+_ALIAS = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # a name in /etc/hosts
 _DNS_LABEL = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?")
 _MAC = re.compile(
     r"(?P<o>[0-9a-fA-F]{2})(?P<s>[:-])(?:[0-9a-fA-F]{2}(?P=s)){4}[0-9a-fA-F]{2}"
@@ -308,6 +314,7 @@ class RunArgs(NamedTuple):
     restart: str = "no"  # the restart policy's name (no, always, unless-stopped, on-failure)
     sig_proxy: bool = True
     mount_targets: tuple[str, ...] = ()  # container paths of -v/--mount, normalised
+    aliases: tuple[str, ...] = ()  # --network-alias: more names peers on its networks know it by
     workload_flags: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     docker_flags: frozenset[str] = frozenset()  # every docker run flag given (long names)
@@ -364,6 +371,7 @@ class _State:
         self.dns_options: list[str] = []
         self.add_hosts: list[tuple[str, str]] = []
         self.publish: list[PortMapping] = []
+        self.aliases: list[str] = []
         self.mount_targets: list[str] = []
 
 
@@ -596,7 +604,14 @@ def _apply_network(state: _State, occ: _Occurrence) -> None:
 
 def _apply_own(state: _State, occ: _Occurrence) -> None:
     value = occ.value
-    if occ.name == "debug":
+    if occ.name == "network-alias":
+        if not _ALIAS.fullmatch(value):
+            raise UsageError(
+                f"invalid {occ.display} {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]* is allowed"
+            )
+        if value not in state.aliases:
+            state.aliases.append(value)
+    elif occ.name == "debug":
         state.debug = _parse_bool(occ)
         return
     if occ.name == "cni-args":

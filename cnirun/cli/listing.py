@@ -5,7 +5,8 @@ TEMPLATE is a small subset of Go's text/template, as `docker ps --format` takes 
 - `{{.Field}}` and `{{.Field.Sub}}`: a field of the row (a list prints comma-separated);
 - `{{json .Field}}` and `{{json .}}`: as JSON;
 - `{{join .Field ", "}}`: a list joined with a separator;
-- `{{range .Field}}...{{.}}...{{end}}`: once per item of a list;
+- `{{range .Field}}...{{.}}...{{end}}`: once per item of a list (of a map: per value, in
+  key order);
 - a leading `table ` prints a header row and aligns the columns (`\\t` separates them).
 """
 
@@ -103,6 +104,8 @@ class Template:
                 end = self._matching_end(body, pos)
                 inner = body[pos : end.start()]
                 items = [] if check_only else _lookup(row, action[6:].strip(), self.source)
+                if isinstance(items, Mapping):  # as Go: a map's values, in key order
+                    items = [items[key] for key in sorted(items)]
                 for item in items if isinstance(items, list | tuple) else []:
                     self._run(inner, item, out, check_only)
                 if check_only:

@@ -25,18 +25,21 @@ cnirun's options:
   --infra-image string     Image of the infra container (default cnirun/pause:1, built
                            locally, never pulled)
   --cni-args list          A CNI_ARGS pair KEY=VALUE (repeatable)
+  --network-alias name     One more name the other sandboxes on its networks reach it
+                           by (repeatable; its --name, hostname and short ID work too)
   --cni-timeout seconds    Seconds each plugin call may take (default {DEFAULT_CNI_TIMEOUT:g})
   --debug                  Log every plugin call and Docker request to stderr
 
 and every `docker run` flag (see `docker run --help`). -p/--publish, --ip, --ip6,
 --mac-address, -h/--hostname, --domainname, --dns*, --add-host are done through CNI and
-the infra container; -P, --expose, --link, --network-alias and --link-local-ip are refused.
+the infra container; -P, --expose, --link and --link-local-ip are refused.
 
 Examples:
   cnirun --rm busybox ifconfig
   cnirun --rm -it busybox sh
   cnirun --rm --network mynet -p 8080:80 busybox httpd -f -p 80
   cnirun -d --name web busybox httpd -f -p 80
+  cnirun -d --name db --network-alias cache busybox httpd -f -p 80
 """
 
 

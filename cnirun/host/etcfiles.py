@@ -12,11 +12,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import stat
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cnirun.errors import CnirunError
-from cnirun.files import check_written, open_dir, write_atomic
+from cnirun.files import check_owned, check_written, open_dir, write_atomic
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 # What systemd-resolved's stub (127.0.0.53, useless inside a container) stands in front of.
@@ -45,11 +46,15 @@ def hosts(
     domainname: str,
     addresses: Iterable[str],
     extra_hosts: Iterable[tuple[str, str]],
+    also: Iterable[str] = (),
 ) -> str:
-    """/etc/hosts: Docker's defaults, each CNI address under the hostname, then --add-host."""
+    """/etc/hosts: Docker's defaults, each CNI address under the hostname (and the names in
+    `also`: its container name and aliases), then --add-host."""
     names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    more = [n for n in also if n and n != hostname]
+    names = " ".join([names, *more]) if names else " ".join(more)
     lines = [f"{ip}\t{name}" for ip, name in _DEFAULT_HOSTS]
-    if hostname:
+    if names:
         lines += [f"{cidr.split('/')[0]}\t{names}" for cidr in addresses]
     lines += [f"{ip}\t{host}" for host, ip in extra_hosts]
     return "\n".join(lines) + "\n"
@@ -196,6 +201,35 @@ def write(path: str, text: str) -> None:
         write_atomic(path, text.encode(), 0o644, dir_mode=0o755, follow_dir=False)
     except OSError as e:
         raise CnirunError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def rewrite(path: str, text: str) -> None:
+    """Replace the contents of a file `write` made, in place: a workload has it bind-mounted,
+    and a mount keeps the inode (a rename would leave the workload the old file). Same
+    checks as `check_mount_source`; the file is never created or followed.
+
+    Raises:
+        CnirunError: it is missing, not the one `write` made, or cannot be written.
+    """
+    data = text.encode()
+    try:
+        with open_dir(os.path.dirname(path), follow=False) as dir_fd:
+            fd = os.open(
+                os.path.basename(path),
+                os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                dir_fd=dir_fd,
+            )
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CnirunError(f"cannot rewrite {path}: not a regular file")
+            check_owned(st, path)
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise CnirunError(f"cannot rewrite {path}: {e.strerror or e}") from None
 
 
 def check_mount_source(path: str) -> None:

@@ -97,6 +97,7 @@ class SandboxRecord:
         engine_id: str = "",
         infra_pid: int = 0,
         infra_start: str = "",
+        aliases: list[str] | None = None,
     ) -> None:
         self.id = id
         self.infra_name = infra_name
@@ -124,6 +125,7 @@ class SandboxRecord:
         # restarted the infra (in a new netns) or it is gone, and the sandbox needs a look.
         self.infra_pid = infra_pid
         self.infra_start = infra_start
+        self.aliases = aliases or []  # --network-alias: names its peers know it by
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))

@@ -125,8 +125,38 @@ class Sandbox(NamedTuple):
                 {"network": a.network, "ifname": a.ifname, "capabilityArgs": a.capability_args}
                 for a in self.record.attachments
             ],
+            "NetworkSettings": {"Networks": self.docker_networks()},
             "cnirunVersion": __version__,
         }
+
+    def docker_networks(self) -> dict[str, dict[str, Any]]:
+        """Each network as `docker inspect` shows one under NetworkSettings.Networks, for the
+        scripts written against it: addresses, prefix lengths, gateways, MAC, aliases."""
+        from cnirun.sandbox import names
+
+        shown: dict[str, dict[str, Any]] = {}
+        for network, result in self.record.results.items():
+            entry: dict[str, Any] = {
+                "IPAddress": "", "IPPrefixLen": 0, "Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
+                "MacAddress": "", "Aliases": names.own_names(self.record, self.workload_id),
+            }  # fmt: skip
+            interfaces = result.get("interfaces") or []
+            for ip in result.get("ips") or []:
+                if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
+                    continue
+                address, _, length = ip["address"].partition("/")
+                v6 = ":" in address
+                if entry["GlobalIPv6Address" if v6 else "IPAddress"]:
+                    continue  # Docker shows one of each
+                entry["GlobalIPv6Address" if v6 else "IPAddress"] = address
+                entry["GlobalIPv6PrefixLen" if v6 else "IPPrefixLen"] = int(length or 0)
+                entry["IPv6Gateway" if v6 else "Gateway"] = str(ip.get("gateway") or "")
+                index = ip.get("interface")
+                if isinstance(index, int) and 0 <= index < len(interfaces):
+                    entry["MacAddress"] = str((interfaces[index] or {}).get("mac") or "")
+            shown[network] = entry
+        return shown
 
 
 def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[str]]:
@@ -294,7 +324,16 @@ def stop(
     docker.stop(workload["Id"], _grace(docker, workload["Id"], timeout, default))
     if sandbox.record.remove:
         return teardown(sandbox.record, store, docker)
+    _tell_peers(docker, store, sandbox)
     return []
+
+
+def _tell_peers(docker: Docker, store: RecordStore, sandbox: Sandbox) -> None:
+    """Its peers' hosts files name it while it is up, and only then."""
+    from cnirun.sandbox import names
+
+    if names.has_peers(store, sandbox.record):
+        names.refresh(docker, store)
 
 
 def _ready(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
@@ -315,6 +354,7 @@ def start(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
     failures = _ready(docker, store, sandbox)
     if not failures:
         docker.start(workload)
+        _tell_peers(docker, store, sandbox)
     return failures
 
 
@@ -343,7 +383,7 @@ def reconcile(docker: Docker, store: RecordStore) -> None:
     new network namespace. Asks Docker only when detached sandboxes exist."""
     if not any(_detached_and_unowned(store, sandbox_id) for sandbox_id in store.ids()):
         return
-    from cnirun.sandbox import repair
+    from cnirun.sandbox import names, repair
 
     sandboxes, _ = load_all(docker, store)
     for sandbox in sandboxes:
@@ -356,6 +396,8 @@ def reconcile(docker: Docker, store: RecordStore) -> None:
         elif (sandbox.infra or {}).get("State") == "running" and not record.infra_unchanged():
             for failure in repair.repair(docker, store, record):
                 log.warning("%s", failure)
+    if names.any_shared(store):  # a workload Docker stopped or started drops out or is back
+        names.refresh(docker, store)
 
 
 def reconcile_quietly(settings: Settings) -> None:

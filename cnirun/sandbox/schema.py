@@ -24,6 +24,7 @@ from cnirun.host.netns import NETNS_DIR
 _INFRA_ID = re.compile(r"[0-9a-f]{64}")
 _PROCESS_START = re.compile(r"[0-9]*")
 # Docker's engine ID: a UUID on newer engines, twelve colon-separated groups on older ones.
+_ALIAS = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _ENGINE_ID = re.compile(r"[A-Za-z0-9:-]{0,128}")
 MAX_TEXT = 4096  # hostnames, image references, messages: far below this
 MAX_ITEMS = 1024  # plugin dirs, attachments, ports, CNI args
@@ -109,6 +110,14 @@ def _attachment(value: Any, field: str) -> dict[str, Any]:
     }
 
 
+def _alias(value: Any, field: str) -> str:
+    # Written into other sandboxes' /etc/hosts: one name, nothing that could add a line.
+    text = _text(value, field)
+    if not _ALIAS.fullmatch(text):
+        raise _fail(field, "not a container name")
+    return text
+
+
 def _base64(value: Any, field: str) -> str:
     # A whole network list: longer than other text (MAX_TEXT), bounded by the record's size.
     if not isinstance(value, str):
@@ -172,6 +181,8 @@ def _field(key: str, value: Any, sandbox_id: str) -> Any:
         return _flag(value, key)
     if key == "ports":
         return [_object(p, f"{key}[{i}]") for i, p in enumerate(_items(value, key))]
+    if key == "aliases":
+        return [_alias(a, f"{key}[{i}]") for i, a in enumerate(_items(value, key))]
     if key == "attachments":
         return [_attachment(a, f"{key}[{i}]") for i, a in enumerate(_items(value, key))]
     if key == "results":

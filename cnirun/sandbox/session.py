@@ -35,7 +35,7 @@ from cnirun.dockerargs import RunArgs
 from cnirun.errors import CnirunError, ExitCode
 from cnirun.host import etcfiles, netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
-from cnirun.sandbox import owners, registry
+from cnirun.sandbox import names, owners, registry
 from cnirun.sandbox.plan import Plan
 from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord, process_start
 from cnirun.sandbox.teardown import teardown
@@ -81,6 +81,7 @@ class Session:
             cni_del_timeout=plan.settings.cni_del_timeout,
             image=plan.args.image,
             workload=plan.args.name or "",  # its --name: found by it on other engines too
+            aliases=list(plan.args.aliases),
             detach=plan.args.detach,
             remove=plan.args.remove,
             ports=[p.to_cni() for p in plan.ports],
@@ -102,6 +103,8 @@ class Session:
             infra = self._setup()
             code = self._run_workload(infra)
             keep = self._lives_on(code)
+            if keep:
+                self._tell_peers()  # now with its workload's short ID
         except Interrupted as e:
             code = 128 + e.signum
         except CnirunError as e:
@@ -213,8 +216,15 @@ class Session:
         )
         self.engine_asked.join()
         self._save()
-        _write_etc_files(self.store.files_dir(record.id), infra, results, args)
+        hosts = _write_etc_files(self.store.files_dir(record.id), infra, results, args)
+        names.write_base(self.store, record, hosts)
+        self._tell_peers()
         return infra
+
+    def _tell_peers(self) -> None:
+        """Refresh the hosts files of this sandbox and its peers, if it has any."""
+        if names.has_peers(self.store, self.record):
+            names.refresh(self.docker, self.store)
 
     def _record_infra(self, container_id: str) -> None:
         self.record.infra_id = container_id
@@ -403,12 +413,14 @@ class _EarlyTeardown(threading.Thread):
         self.join()
 
 
-def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> None:
-    """Write the workload's /etc/hosts and /etc/resolv.conf into the sandbox's own dir."""
+def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> str:
+    """Write the workload's /etc/hosts and /etc/resolv.conf into the sandbox's own dir;
+    return the hosts text."""
     addresses = [cidr for result in results for cidr in result.addresses()]
     gateways = [gw for result in results for gw in result.gateways()]
     extra_hosts = etcfiles.resolve_host_gateway(args.add_hosts, gateways)
-    hosts = etcfiles.hosts(infra.hostname, infra.domainname, addresses, extra_hosts)
+    own = [args.name or "", *args.aliases]
+    hosts = etcfiles.hosts(infra.hostname, infra.domainname, addresses, extra_hosts, own)
     cni_dns: dict[str, Any] = next((r.data["dns"] for r in results if r.nameservers()), {})
     resolv = etcfiles.resolv_conf(
         etcfiles.host_resolv_conf(),
@@ -420,3 +432,4 @@ def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: 
     )
     etcfiles.write(os.path.join(directory, "hosts"), hosts)
     etcfiles.write(os.path.join(directory, "resolv.conf"), resolv)
+    return hosts

@@ -157,9 +157,21 @@ def _teardown(
             failures.append(f"cannot remove the record {store.path(record.id)}: {e.strerror}")
         else:
             owners.release(record.id)
+            _tell_peers(record, store, docker)
     else:
         log.debug("keeping state %s for `cnirun gc`", store.path(record.id))
     return failures
+
+
+def _tell_peers(record: SandboxRecord, store: RecordStore, docker: Docker) -> None:
+    """Drop the sandbox from its peers' hosts files (if it had peers)."""
+    from cnirun.sandbox import names
+
+    try:
+        if names.has_peers(store, record):
+            names.refresh(docker, store)
+    except (CnirunError, OSError) as e:  # names are a convenience: never fail a teardown
+        log.warning("cannot update the other sandboxes' hosts files: %s", e)
 
 
 def forget(record: SandboxRecord, store: RecordStore, failures: list[str]) -> None:

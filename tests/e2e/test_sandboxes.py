@@ -84,7 +84,8 @@ def test_detached_sandbox_lifecycle(rig: Harness, net: Net) -> None:
     assert sidecar.returncode == 0, sidecar.stderr
     assert sidecar.stdout.split("\n", 1)[0] != "0"
     ip = address.split("/")[0]
-    assert f"{ip}\t{details['hostname']}" in sidecar.stdout.splitlines(), sidecar.stdout
+    own = f"{ip}\t{details['hostname']} {name}"  # its hostname, then its container name
+    assert own in sidecar.stdout.splitlines(), sidecar.stdout
 
     refused = rig.run("rm", name)
     assert refused.returncode == 125

@@ -523,15 +523,25 @@ def test_mac_errors(value: str, match: str) -> None:
         (["--publish-all"], "--publish-all is not supported"),
         (["-itP"], "-P is not supported"),
         (["--expose", "80"], "--expose is not supported.*-p HOSTPORT:PORT"),
-        (["--link", "db:db"], "--link is not supported.*--add-host"),
-        (["--network-alias", "web"], "--network-alias is not supported"),
-        (["--net-alias=web"], "--net-alias is not supported"),
+        (["--link", "db:db"], "--link is not supported.*--network-alias"),
         (["--link-local-ip", "169.254.1.1"], "--link-local-ip is not supported.*--ip"),
         (["--net=host", "-P"], "-P is not supported"),
     ],
 )
 def test_rejected_flags(argv: list[str], match: str) -> None:
     usage_error([*argv, "x"], match)
+
+
+def test_network_aliases_are_cnirun_s_own() -> None:
+    """Names peers on its networks know it by (cnirun.sandbox.names): never docker's."""
+    args = parse(["--network-alias", "db", "--net-alias=cache", "--network-alias", "db", "x"])
+    assert args.aliases == ("db", "cache")
+    assert args.workload_flags == ()
+
+
+@pytest.mark.parametrize("alias", ["-x", "a b", "a\nb", "é", "/db", "x" * 64])
+def test_an_alias_that_is_no_name_is_refused(alias: str) -> None:
+    usage_error(["--network-alias", alias, "x"], "invalid --network-alias")
 
 
 def test_rejected_bool_set_to_false_is_dropped() -> None:

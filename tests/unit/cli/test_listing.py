@@ -15,6 +15,7 @@ ROW = {
     "Networks": ["a", "b"],
     "Ports": "0.0.0.0:8080->80/tcp",
     "results": {"a": {"ips": [{"address": "10.0.0.2/24"}]}},
+    "Nets": {"b": {"IPAddress": "10.0.1.2"}, "a": {"IPAddress": "10.0.0.2"}},
     "default": True,
     "none": None,
 }
@@ -29,6 +30,7 @@ ROW = {
         ('{{join .Networks " "}}', "a b"),
         ("{{json .Networks}}", '["a", "b"]'),
         ("{{range .Networks}}[{{.}}]{{end}}", "[a][b]"),
+        ("{{range .Nets}}{{.IPAddress}} {{end}}", "10.0.0.2 10.0.1.2 "),  # a map: by key
         ("{{.results.a.ips}}", '{"address": "10.0.0.2/24"}'),
         ("{{.default}} {{.none}}.", "true ."),
         ("{{json .}}", None),
