@@ -94,6 +94,7 @@ class Report:
         self.leaks: list[str] = []
         self.unexpected: list[str] = []
         self.tracebacks: list[str] = []
+        self.startup_interrupts = 0
 
     def note(self, what: list[str], line: str) -> None:
         what.append(line)
@@ -429,10 +430,15 @@ class Campaign:
             # 0: SIGINT reached sleep (PID 1, which ignores it) that then ended; 137: the
             # workload was killed after CNIRUN_STOP_TIMEOUT.
             allowed = (128 + sig, -sig, 0, 137)
-        ok = self.judge(case, res, allowed)
+        startup = sig == signal.SIGINT and interpreter_startup(res)
+        if startup:  # not cnirun's: none of its code had run (its leaks are still counted)
+            REPORT.startup_interrupts += 1
+            print(f"faults: {case}: SIGINT in the interpreter's own start-up", flush=True)
+        ok = startup or self.judge(case, res, allowed)
         if sig == signal.SIGKILL:
             self.wait_workloads_gone()
-            _, gc_ok = self.cnirun(f"{case}: gc", ["gc"], self.env(self.main_dir))
+            gc, gc_ok = self.cnirun(f"{case}: gc", ["gc"], self.env(self.main_dir))
+            live.ids |= set(SANDBOX_ID_RE.findall(gc.out + gc.err))
             ok = ok and gc_ok
         leaks = self.settle(case, live.ids)
         row = REPORT.signals[sig.name][bucket]
@@ -602,6 +608,20 @@ class Campaign:
         self.record(case, self.settle(case, ids, states), ok, results[0])
 
 
+def interpreter_startup(res: Outcome) -> bool:
+    """A SIGINT that reached the Python interpreter while it was still importing its own
+    `site` module, before the first line of cnirun ran: CPython prints "Fatal Python error:
+    init_import_site" and a KeyboardInterrupt traceback of frozen frames only, and exits 1.
+    Nothing of cnirun's can catch it (cnirun.__main__ turns a later one into exit 130)."""
+    frames = [ln for ln in res.err.splitlines() if ln.lstrip().startswith('File "')]
+    return (
+        res.rc == 1
+        and "Fatal Python error: init_import_site" in res.err
+        and res.err.rstrip().endswith("KeyboardInterrupt")
+        and all("<frozen " in ln for ln in frames)
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -629,6 +649,7 @@ def figures(seconds: float, camp: Campaign) -> dict[str, Any]:
         "leaks": REPORT.leaks,
         "unexpected_exits": REPORT.unexpected,
         "tracebacks": REPORT.tracebacks,
+        "sigint_in_interpreter_startup": REPORT.startup_interrupts,
     }
 
 
@@ -651,6 +672,10 @@ def print_table(report: dict[str, Any]) -> None:
             f"    {sig} exit statuses: "
             + ", ".join(f"{rc}: {n}" for rc, n in sorted(counts.items()))
         )
+    print(
+        "    SIGINT runs that hit the interpreter's own start-up (exit 1, before any cnirun "
+        f"code; leak-checked, not failures): {report['sigint_in_interpreter_startup']}"
+    )
     print(f"\n{'targeted fault case':62} {'runs':>5} {'leaks':>6} {'unexp':>6}")
     for case, r in report["cases"].items():
         print(f"{case:62} {r['runs']:>5} {r['leaks']:>6} {r['unexpected']:>6}")
