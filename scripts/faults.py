@@ -691,11 +691,12 @@ def main() -> int:
         return 2
     seconds = float(os.environ.get("FAULT_SECONDS", "240"))
     max_runs = int(os.environ.get("FAULT_RUNS", "0"))  # 0: as many as the time allows
-    rng = random.Random(int(os.environ.get("FAULT_SEED", secrets.randbits(32))))
+    seed = int(os.environ.get("FAULT_SEED") or secrets.randbits(32))
+    rng = random.Random(seed)
     camp = Campaign()
     print(
-        f"faults: tag {camp.tag}, subnets {' '.join(map(str, camp.subnets))}, {seconds:.0f} s, "
-        f"dir {camp.tmp}",
+        f"faults: seed {seed} (FAULT_SEED), tag {camp.tag}, "
+        f"subnets {' '.join(map(str, camp.subnets))}, {seconds:.0f} s, dir {camp.tmp}",
         flush=True,
     )
     targeted: list[Callable[[], None]] = [
