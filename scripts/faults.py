@@ -349,6 +349,24 @@ class Campaign:
         found += [f"plugin process {pid} left: {cmd}" for pid, cmd in self.plugin_processes()]
         return list(dict.fromkeys(found))
 
+    def del_times(self, ids: set[str]) -> list[str]:
+        """When the fake plugin's DELs for these sandboxes began and (log_end) ended."""
+        entries = []
+        with contextlib.suppress(OSError):
+            entries = [json.loads(ln) for ln in self.fake_log.read_text().splitlines()]
+        pids = {
+            e["pid"]
+            for e in entries
+            if "env" in e
+            and e["env"].get("CNI_COMMAND") == "DEL"
+            and any(i in (e["env"].get("CNI_CONTAINERID") or "") for i in ids)
+        }
+        return [
+            f"{'end' if 'end' in e else 'start'} {e['time']:.3f}"
+            for e in entries
+            if e.get("pid") in pids
+        ]
+
     def plugin_processes(self) -> list[tuple[int, str]]:
         procs = []
         for pid in os.listdir("/proc"):
@@ -581,7 +599,8 @@ class Campaign:
     def case_two_state_dirs(self) -> None:
         """A run in each state dir, its DEL slow; gc in each dir while the other tears down."""
         case = "gc in each of two state dirs during the other's teardown"
-        conf = self.conflist(2, extra=[{"type": "fake", "fake": {"DEL": {"sleep": 1.5}}}])
+        fake = {"DEL": {"sleep": 1.5, "log_end": True}}
+        conf = self.conflist(2, extra=[{"type": "fake", "fake": fake}])
         netconf = self.netconf("two", conf)
         states = [self.state_dir, self.other_state]
         envs = [self.env(netconf, s) for s in states]
@@ -591,6 +610,7 @@ class Campaign:
         gcs = 0
         while any(lv.proc.poll() is None for lv in lives) and gcs < 40:
             for n, env in enumerate(envs):
+                began = time.time()
                 gc, gc_ok = self.cnirun(f"{case}: gc", ["gc"], env)
                 gcs += 1
                 ok = ok and gc_ok
@@ -598,7 +618,10 @@ class Campaign:
                 if any(i in gc.out + gc.err for i in theirs):
                     REPORT.note(
                         REPORT.unexpected,
-                        f"{case}: gc of {states[n]} touched the other's sandbox: {gc.out}",
+                        f"{case}: gc of {states[n]} (from {began:.3f} to {time.time():.3f}) "
+                        f"touched the other's sandbox: {gc.out.strip()}; the fake DEL's calls: "
+                        f"{self.del_times(theirs)}; the other run still running: "
+                        f"{lives[1 - n].proc.poll() is None}",
                     )
                     ok = False
         results = [self.finish(lv) for lv in lives]
