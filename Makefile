@@ -5,7 +5,7 @@ PYTHON ?= python3
 PYTEST_FLAGS ?=
 PYTEST = $(PYTHON) -m pytest -p randomly $(PYTEST_FLAGS)
 
-.PHONY: setup test unit e2e lint bench fuzz test-engines stress
+.PHONY: setup test unit e2e lint bench fuzz test-engines stress stress-faults
 
 # Host packages, dockerd, the offline busybox image and an editable install of cnirun[dev].
 setup:
@@ -51,6 +51,17 @@ bench:
 	$(PYTHON) scripts/bench.py
 
 # A bounded chaos test of sandboxes (root): STRESS_SECONDS (default 180), STRESS_ENGINES
-# (DOCKER_HOST values; default the host's engine and any scripts/engines.sh runs), STRESS_REPORT.
+# (DOCKER_HOST values; default the host's engine and any scripts/engines.sh runs), STRESS_REPORT;
+# then the fault campaign of stress-faults. Both run; the status is the first failure's.
 stress:
-	$(PYTHON) scripts/stress.py
+	@status=0; \
+	$(PYTHON) scripts/stress.py || status=$$?; \
+	$(MAKE) --no-print-directory stress-faults || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
+	exit $$status
+
+# The fault campaign (root): signals at random delays and targeted faults (kill -9 between
+# plugins, failing and hanging DELs, holders, records and state dirs damaged mid-run, gc of two
+# state dirs), each followed by a leak count that must be zero. FAULT_SECONDS (default 240),
+# FAULT_RUNS (cap on the signal runs), FAULT_SEED, FAULT_REPORT (JSON).
+stress-faults:
+	$(PYTHON) scripts/faults.py

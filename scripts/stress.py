@@ -210,31 +210,7 @@ class World:
         (self.netconf_dir / f"10-{self.netname}.conflist").write_text(json.dumps(conf, indent=2))
 
     def _subnet(self) -> ipaddress.IPv4Network:
-        """A /24 of 10.239.0.0/16 no route, address, iptables rule or e2e test uses."""
-        taken: list[ipaddress.IPv4Network] = []
-        for argv in (
-            ["ip", "-4", "-o", "route", "show", "table", "all"],
-            ["ip", "-4", "-o", "addr"],
-        ):
-            res = run(argv, dict(os.environ), 30)
-            for word in res.out.split():
-                with contextlib.suppress(ValueError):
-                    if word[0].isdigit() and "." in word:
-                        taken.append(ipaddress.IPv4Network(word, strict=False))
-        rules = run(["iptables-save"], dict(os.environ), 30).out
-        subnets = list(SUBNET_POOL.subnets(new_prefix=24))
-        random.shuffle(subnets)
-        for net in subnets:
-            if any(net.overlaps(t) for t in taken):
-                continue
-            if str(net.network_address).rsplit(".", 1)[0] + "." in rules:
-                continue
-            held = claim(f"subnet:{net}")  # the e2e harness's claims: never a test's subnet
-            if held is None:
-                continue
-            self._claims.append(held)
-            return net
-        raise SystemExit("stress: no free /24 in 10.239.0.0/16")
+        return free_subnet(self._claims)
 
     def name(self) -> str:
         with self.counter_lock:
@@ -275,7 +251,8 @@ class World:
             STATS.note(STATS.tracebacks, f"traceback from {cmd}:\n{res.err[-3000:]}")
         if res.rc not in allowed:
             STATS.note(STATS.unexpected, f"{kind}: {cmd} exited {res.rc}: {res.err[-600:]}")
-        STATS_ids(res.out + res.err)
+        if res.argv[3:4] != ["gc"]:  # gc may name other people's sandboxes: never purge those
+            STATS_ids(res.out + res.err)
 
     def docker(
         self, engine: str, kind: str | None, *args: str, timeout: float = DOCKER_TIMEOUT
@@ -308,6 +285,41 @@ def claim(key: str) -> socket.socket | None:
         sock.close()
         return None
     return sock
+
+
+def free_subnet(claims: list[socket.socket]) -> ipaddress.IPv4Network:
+    """A /24 of 10.239.0.0/16 no route, address, iptables rule or e2e test uses; its claim
+    (the e2e harness's, host-wide) is appended to `claims` and lasts until they are closed."""
+    taken: list[ipaddress.IPv4Network] = []
+    for argv in (
+        ["ip", "-4", "-o", "route", "show", "table", "all"],
+        ["ip", "-4", "-o", "addr"],
+    ):
+        res = run(argv, dict(os.environ), 30)
+        for word in res.out.split():
+            with contextlib.suppress(ValueError):
+                if word[0].isdigit() and "." in word:
+                    taken.append(ipaddress.IPv4Network(word, strict=False))
+    rules = run(["iptables-save"], dict(os.environ), 30).out
+    subnets = list(SUBNET_POOL.subnets(new_prefix=24))
+    random.shuffle(subnets)
+    for net in subnets:
+        if any(net.overlaps(t) for t in taken):
+            continue
+        if prefix_of(net) in rules:
+            continue
+        held = claim(f"subnet:{net}")  # the e2e harness's claims: never a test's subnet
+        if held is None:
+            continue
+        claims.append(held)
+        return net
+    raise SystemExit("stress: no free /24 in 10.239.0.0/16")
+
+
+def prefix_of(net: ipaddress.IPv4Network) -> str:
+    """ "10.x.y." of a /24: how the firewall plugin's rules (which name only addresses) and
+    every address of the subnet are found in iptables-save's text."""
+    return str(net.network_address).rsplit(".", 1)[0] + "."
 
 
 @dataclass
@@ -703,14 +715,25 @@ def leftovers(world: World, engines: list[Engine]) -> list[str]:
             if p.name != "lock" and not p.name.startswith("last_reserved_ip")
         ]
     found += leakcheck.bridge_port_leaks([world.bridge])
-    prefix = str(world.subnet.network_address).rsplit(".", 1)[0] + "."
-    found += leakcheck.iptables_leaks([str(world.subnet), prefix, *(f"cnirun-{i}" for i in ids)])
+    needles = [str(world.subnet), prefix_of(world.subnet), *(f"cnirun-{i}" for i in ids)]
+    found += leakcheck.iptables_leaks(needles, tables=("nat", "filter", "mangle"))
     return found
 
 
 def purge(world: World) -> None:
     """Best effort after the checks: leave the host as we found it, whatever failed."""
-    ids = sorted(STATS.sandbox_ids)
+    purge_host(sorted(STATS.sandbox_ids), [world.subnet], [world.bridge], [world.netname])
+    shutil.rmtree(world.tmp, ignore_errors=True)
+
+
+def purge_host(
+    ids: Sequence[str],
+    subnets: Sequence[ipaddress.IPv4Network],
+    bridges: Sequence[str],
+    netnames: Sequence[str],
+) -> None:
+    """Remove whatever names one of these sandbox IDs, subnets, bridges or networks: netns
+    holders, owner files, iptables lines (nat, filter, mangle), bridges, host-local dirs."""
     for i in ids:
         holder = Path(leakcheck.NETNS_DIR) / f"cnirun-{i}"
         if os.path.lexists(holder):
@@ -719,16 +742,17 @@ def purge(world: World) -> None:
                 holder.unlink()
         with contextlib.suppress(OSError):
             os.unlink(f"/run/cnirun/owners/{i}.json")
-    prefix = str(world.subnet.network_address).rsplit(".", 1)[0] + "."
-    needles = [str(world.subnet), prefix, *(f"cnirun-{i}" for i in ids)]
-    for table in ("nat", "filter"):
+    needles = [*(str(n) for n in subnets), *map(prefix_of, subnets)]
+    needles += [f"cnirun-{i}" for i in ids]
+    for table in ("nat", "filter", "mangle"):
         for line in run(["iptables-save", "-t", table], dict(os.environ), 30).out.splitlines():
             if line.startswith("-A ") and any(n in line for n in needles):
                 run(["iptables", "-t", table, "-D", *shlex.split(line)[1:]], dict(os.environ), 30)
-    if os.path.exists(f"/sys/class/net/{world.bridge}"):
-        run(["ip", "link", "del", world.bridge], dict(os.environ), 30)
-    shutil.rmtree(IPAM_DIR / world.netname, ignore_errors=True)
-    shutil.rmtree(world.tmp, ignore_errors=True)
+    for bridge in bridges:
+        if os.path.exists(f"/sys/class/net/{bridge}"):
+            run(["ip", "link", "del", bridge], dict(os.environ), 30)
+    for name in netnames:
+        shutil.rmtree(IPAM_DIR / name, ignore_errors=True)
 
 
 # -- engines, figures, main ----------------------------------------------------------------------

@@ -88,15 +88,16 @@ def reservation_leaks(ids: list[str], ipam_dirs: Iterable[str | os.PathLike[str]
     return leaks
 
 
-def iptables_leaks(ids: list[str]) -> list[str]:
-    """iptables (and ip6tables, when present) rules in the nat and filter tables naming an ID."""
+def iptables_leaks(ids: list[str], tables: Iterable[str] = IPTABLES_TABLES) -> list[str]:
+    """iptables (and ip6tables, when present) rules in `tables` (default nat and filter)
+    naming an ID."""
     leaks = []
     for tool in ("iptables-save", "ip6tables-save"):
         if shutil.which(tool) is None:
             if tool == "iptables-save":
                 raise LeakCheckError("iptables-save not found on PATH")
             continue
-        for table in IPTABLES_TABLES:
+        for table in tables:
             res = _run([tool, "-t", table])
             if res.returncode != 0:
                 if tool == "iptables-save":
