@@ -7,6 +7,7 @@ the equivalent flags; ADD prints the result JSON, DEL and CHECK print nothing on
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -21,9 +22,11 @@ from cnirun.cli.common import (
 )
 from cnirun.cli.netcmd import Target, _target
 from cnirun.cli.output import json_out, require_root, say
-from cnirun.cni.types import RuntimeConf
 from cnirun.errors import UsageError
 from cnirun.settings import DEFAULT_CNI_TIMEOUT
+
+if TYPE_CHECKING:
+    from cnirun.cni.types import RuntimeConf
 
 app = typer.Typer(
     help="Run CNI operations on a network namespace, like cnitool.",

@@ -10,16 +10,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cnirun.cli.context import command_settings
 from cnirun.cli.output import json_out, require_root
-from cnirun.cni import gojson, validate
-from cnirun.cni.types import RuntimeConf
 from cnirun.errors import CacheError, UsageError
-from cnirun.host import localnet
 from cnirun.settings import DEFAULT_CNI_TIMEOUT, Settings
 
+# The CNI core is imported on use: `cnirun --help` loads this module too (through cli.net).
 if TYPE_CHECKING:
     from cnirun.cni.api import CNIConfig
     from cnirun.cni.cache import CacheEntry
     from cnirun.cni.config import NetworkConfigList
+    from cnirun.cni.types import RuntimeConf
 
 NETNS_DIR = "/run/netns"  # cnirun.host.netns.NETNS_DIR, without that module's imports
 
@@ -41,7 +40,7 @@ def _target(
 ) -> Target:
     if timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout:g}")
-    from cnirun.cni.api import CNIConfig  # here: `cnirun --help` loads this module too
+    from cnirun.cni.api import CNIConfig
     from cnirun.netconf.select import Configs
 
     settings = command_settings(netconf_dir=netconf_dir, cni_path=cni_path, cache_dir=cache_dir)
@@ -62,7 +61,7 @@ def resolve_netns(netns: str, must_exist: bool) -> str:
 
 def cnitool_container_id(netns_path: str) -> str:
     """cnitool's container ID: `cnitool-` and the first 10 bytes of sha512(netns path), in hex."""
-    import hashlib  # here, not at import time: `cnirun --help` loads this module too
+    import hashlib  # on use, as the CNI core
 
     return "cnitool-" + hashlib.sha512(netns_path.encode()).hexdigest()[:20]
 
@@ -76,6 +75,9 @@ def _runtime(
     args: list[str] | None,
     cap_args: str | None,
 ) -> RuntimeConf:
+    from cnirun.cni import gojson, validate
+    from cnirun.cni.types import RuntimeConf
+
     path = resolve_netns(netns, must_exist)
     if args:
         cni_args = validate.cni_args_pairs(args)
@@ -139,6 +141,8 @@ def do_add(target: Target, rt: RuntimeConf) -> None:
             f"{rt.netns} is already attached to network {target.net.name} as {rt.ifname} "
             f"(container ID {rt.container_id}): `cnirun net del` it first, or use --ifname"
         )
+    from cnirun.host import localnet
+
     if localnet.needed(p.type for p in target.net.plugins):
         localnet.ensure()
     json_out(target.cni.add_network_list(target.net, rt).to_json(), indent=4)
