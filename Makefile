@@ -47,6 +47,8 @@ lint:
 	$(PYTHON) -m ruff check cnirun tests scripts
 	$(PYTHON) -m mypy
 
+# A report (exit 0 either way), root: run vs docker run, start-up and `net` budgets with PASS/OVER
+# (README, "make bench and its budgets"). Private dirs, bridges and netns, all removed after.
 bench:
 	$(PYTHON) scripts/bench.py
 

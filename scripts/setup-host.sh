@@ -28,6 +28,8 @@ install_packages() {
     local wanted=(docker.io containernetworking-plugins busybox-static iptables iproute2)
     # e2e: a private registry for the pull tests, a Debian rootfs for the image test's base.
     wanted+=(docker-registry debootstrap)
+    # make bench: its cnitool reference (scripts/cnitool-ref), built offline against Debian's libcni.
+    wanted+=(golang-go golang-github-appc-cni-dev)
     command -v make >/dev/null || wanted+=(make)
     command -v python3 >/dev/null || wanted+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || wanted+=(python3-pip)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -239,11 +240,45 @@ def main(argv: Sequence[str]) -> int:
             return refused
     if first is not None and entry is not None and entry.raw:
         return _raw(entry, args[args.index(first) + 1 :], settings)
-    if first in SUBCOMMANDS - NO_RECONCILE and "--help" not in args:
+    if first in SUBCOMMANDS - NO_RECONCILE and "--help" not in args and _has_records(settings):
         from cnirun.sandbox.registry import reconcile_quietly
 
         reconcile_quietly(settings)  # detached sandboxes whose workload ended are reclaimed
+    direct = _direct(args, settings)
+    if direct is not None:
+        return direct
     return _typer(args, settings)
+
+
+def _has_records(settings: Settings) -> bool:
+    """False when the state dir holds no sandbox record (no `sandboxes/*.json`, as
+    RecordStore.ids lists them): then reconcile has nothing to do, and its imports (the
+    sandbox layer, the Docker client) are not paid for. Any doubt means True."""
+    try:
+        names = os.listdir(os.path.join(settings.state_dir, "sandboxes"))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # reconcile reports it (at debug level), as it always did
+    return any(n.endswith(".json") and not n.startswith(".") for n in names)
+
+
+def _direct(args: list[str], settings: Settings) -> int | None:
+    """A command line cnirun.cli.direct runs without typer: its status; else None."""
+    from cnirun.cli import direct
+    from cnirun.cli.context import use_settings
+
+    use_settings(settings)
+    if not args:
+        words = direct.completion(settings.environ)
+        if words is None:
+            return None
+        say("\n".join(words))
+        return ExitCode.SUCCESS
+    function = direct.command(args)
+    if function is None:
+        return None
+    return _guarded(function) or ExitCode.SUCCESS
 
 
 def _not_a_command(word: str, settings: Settings) -> None:

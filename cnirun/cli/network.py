@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
+from cnirun.cli import lists
 from cnirun.cli.app import command
 from cnirun.cli.common import (
     CNI_PATH,
     NETCONF_DIR,
-    command_settings,
     complete_formats,
     complete_networks,
 )
-from cnirun.cli.listing import emit, parse_format
-from cnirun.cli.output import json_out, require_root, say, warn
-from cnirun.cni.api import CNIConfig
-from cnirun.errors import CnirunError
-from cnirun.netconf import manage
-from cnirun.netconf.select import Configs
-from cnirun.settings import VERSION_TIMEOUT
+from cnirun.cli.output import json_out, require_root, say
+
+if TYPE_CHECKING:
+    from cnirun.netconf.select import Configs
 
 app = typer.Typer(
     help="Create, list, inspect and remove CNI network configs.",
@@ -61,17 +59,7 @@ FORCE = typer.Option(
 )
 
 
-def _configs(netconf_dir: str | None, cni_path: str | None) -> Configs:
-    from cnirun.docker.runtime import connect
-    from cnirun.sandbox.plan import configs_for
-
-    settings = command_settings(netconf_dir=netconf_dir, cni_path=cni_path)
-    cni = CNIConfig(settings.plugin_dirs, settings.cache_dir, timeout=VERSION_TIMEOUT)
-    try:
-        docker = connect(settings.environ)
-    except CnirunError:
-        docker = None  # Docker's subnets are only avoided when it can be asked
-    return configs_for(settings, cni, docker)
+_configs = lists.network_configs
 
 
 def _writable(configs: Configs) -> Configs:
@@ -104,6 +92,8 @@ def create(
       cnirun network create web --subnet 10.78.5.0/24
       cnirun network create lan --driver macvlan --parent eth1
     """
+    from cnirun.netconf import manage
+
     req = manage.CreateRequest(
         name=name,
         driver=driver,
@@ -137,30 +127,7 @@ def ls(
       cnirun network ls -q
       cnirun network ls --format '{{.name}} {{join .subnets " "}}'
     """
-    form = parse_format(output)
-    rows, errors = manage.list_networks(_configs(netconf_dir, None))
-    for error in errors:
-        warn(error)
-    if quiet:
-        for row in rows:
-            say(row["name"])
-        return
-    emit(
-        form,
-        [{**row, "Name": row["name"], "Driver": row["driver"]} for row in rows],
-        json_rows=lambda: rows,
-        header=("NAME", "DRIVER", "SUBNETS", "CNIVERSION", "DEFAULT", "CREATED BY", "FILE"),
-        cells=lambda row: (
-            row["name"],
-            row["driver"],
-            ",".join(row["subnets"]) or "-",
-            row["cniVersion"] or "-",
-            "*" if row["default"] else "",
-            "cnirun" if row["createdByCnirun"] else "-",
-            row["file"],
-        ),
-        gap="  ",
-    )
+    lists.network_ls(output, quiet, netconf_dir)
 
 
 @command(app, "inspect")
@@ -170,6 +137,8 @@ def inspect(
     cni_path: str | None = CNI_PATH,
 ) -> None:
     """Show networks as JSON: config, plugins with their versions, live attachments."""
+    from cnirun.netconf import manage
+
     configs = _configs(netconf_dir, cni_path)
     json_out([manage.inspect_network(configs, n) for n in names])
 
@@ -181,6 +150,8 @@ def rm(
     netconf_dir: str | None = NETCONF_DIR,
 ) -> None:
     """Remove networks cnirun created (refused while attachments exist, unless --force)."""
+    from cnirun.netconf import manage
+
     configs = _writable(_configs(netconf_dir, None))
     for name in names:
         manage.remove_network(configs, name, force)

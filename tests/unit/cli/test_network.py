@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cnirun.cli import main
-from cnirun.cli import network as network_cli
+from cnirun.cni import api as cni_api
 from cnirun.cni.api import CNIConfig
 from cnirun.docker.runtime import Docker
 from cnirun.host import links
@@ -34,7 +34,8 @@ def lab(cni_env: CniEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
     with lab_on(cni_env, monkeypatch, routes=[("eth0", net("192.0.2.0/24"))]):
         lab = CliLab(cni_env, monkeypatch)
         lab.deleted_bridges = []
-        monkeypatch.setattr(network_cli, "CNIConfig", in_process(CNIConfig))
+        # The configs of the network commands (cnirun.cli.lists imports the class on use).
+        monkeypatch.setattr(cni_api, "CNIConfig", in_process(CNIConfig))
         monkeypatch.setattr(Docker, "network_subnets", lambda self: ["172.17.0.0/16"])
         # `rm` cleans host state; keep it away from the real host-local dir and links.
         monkeypatch.setattr(manage, "DEFAULT_IPAM_DIR", str(tmp_path / "ipam-default"))
