@@ -71,6 +71,14 @@ def _port_text(port: dict[str, Any]) -> str:
     return f"{host}:{port['hostPort']}->{port['containerPort']}/{port.get('protocol', 'tcp')}"
 
 
+def _bandwidth_text(capability: object) -> str:
+    """The recorded limits in --bandwidth's own grammar ("" when none)."""
+    from cnirun.bandwidth import Bandwidth
+
+    limits = Bandwidth.from_cni(capability)
+    return limits.text() if limits is not None else ""
+
+
 def _quoted(command: str, no_trunc: bool) -> str:
     if not no_trunc and len(command) > 20:
         command = command[:19] + "\u2026"
@@ -108,6 +116,7 @@ def ps_fields(sandbox: Sandbox, no_trunc: bool = False) -> dict[str, Any]:
         "Status": status,
         "State": sandbox.state,
         "Ports": ", ".join(_port_text(p) for p in row["ports"]),
+        "Bandwidth": _bandwidth_text(row["bandwidth"]),
         "Names": ",".join(sandbox.names()),
         "Networks": row["networks"],
         "Addresses": row["addresses"],
@@ -142,13 +151,14 @@ def ps(
 
     The JSON has cnirun's keys (created in RFC 3339); a template may use them and Docker's
     fields: .ID .Sandbox .Image .Command .CreatedAt .RunningFor .Status .State .Ports .Names
-    .Networks .Addresses .Labels (the README lists the template subset).
+    .Networks .Addresses .Bandwidth .Labels (the README lists the template subset).
 
     \b
     Examples:
       cnirun ps
       cnirun ps -a --filter network=mynet -q
       cnirun ps --format 'table {{.Names}}\\t{{.Addresses}}'
+      cnirun ps --format '{{.Names}} {{.Bandwidth}}'
       cnirun ps -a --format json
     """
     from cnirun.sandbox import registry
@@ -187,7 +197,7 @@ def ps(
 
 
 def inspect(refs: list[str] = REFS, template: str | None = INSPECT_FORMAT) -> None:
-    """Show sandboxes as JSON: CNI results per network, ports, hostname, netns.
+    """Show sandboxes as JSON: CNI results per network, ports, bandwidth, hostname, netns.
 
     \b
     Examples:
