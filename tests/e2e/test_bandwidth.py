@@ -180,7 +180,7 @@ def test_rates_are_limited_both_ways_and_nothing_is_left(rig: Harness) -> None:
     veth, ifb = host_devices(data, net)
     assert ifb == ifb_name(net.name, data["sandbox"]) and ifb in ifb_devices()
     qdiscs = sh("tc", "qdisc", "show", "dev", veth).stdout
-    assert "tbf" in qdiscs and "ingress" in qdiscs, qdiscs
+    assert "tbf" in qdiscs and "rate 8Mbit" in qdiscs and "ingress" in qdiscs, qdiscs
     assert "tbf" in sh("tc", "qdisc", "show", "dev", ifb).stdout
     [fast_veth] = host_devices(inspect(rig, fast), net)
     assert "tbf" not in sh("tc", "qdisc", "show", "dev", fast_veth).stdout
@@ -239,4 +239,24 @@ def test_network_create_bandwidth_makes_a_chain_that_limits(rig: Harness) -> Non
     run = rig.run("--rm", *rig.label, "--network", name, "--bandwidth", "ingress=4mbit", IMAGE,
                   "true")  # fmt: skip
     assert run.returncode == 0, run.explain()
+    rig.assert_clean()
+
+
+def test_the_built_in_default_network_takes_bandwidth(rig: Harness) -> None:
+    default = rig.default_network_env()
+    rig.overrides.update(default)
+    network, bridge = default["CNIRUN_DEFAULT_NETWORK"], default["CNIRUN_DEFAULT_BRIDGE"]
+    name = rig.name()
+    limit = ["--bandwidth", "ingress=4mbit,egress=4mbit"]
+    run = rig.run("-d", *rig.label, "--name", name, *limit, IMAGE, "sleep", "600")
+    assert run.returncode == 0, run.explain()
+    data = inspect(rig, name)
+    interfaces = data["results"][network]["interfaces"]
+    veth, ifb = [i["name"] for i in interfaces if not i.get("sandbox") and i["name"] != bridge]
+    assert ifb == ifb_name(network, data["sandbox"])
+    assert "rate 4Mbit" in sh("tc", "qdisc", "show", "dev", veth).stdout
+    assert "rate 4Mbit" in sh("tc", "qdisc", "show", "dev", ifb).stdout
+    removed = rig.run("rm", "-f", name)
+    assert removed.returncode == 0, removed.explain()
+    assert not link_exists(veth) and not link_exists(ifb)
     rig.assert_clean()
