@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from cnirun.bandwidth import Bandwidth, parse_bandwidth
 from cnirun.errors import UsageError
 
 __all__ = [
@@ -170,6 +171,7 @@ CNIRUN_OPTIONS: dict[str, bool] = {
     "infra-image": True,
     "cni-args": True,
     "cni-timeout": True,
+    "bandwidth": True,
     "debug": False,
 }
 
@@ -220,6 +222,7 @@ _KINDS: dict[str, _Kind] = {
         ),
         _Kind.OWN,
     ),
+    "bandwidth": _Kind.OWN,
     "help": _Kind.HELP,
 }
 
@@ -302,6 +305,7 @@ class RunArgs(NamedTuple):
     publish: tuple[PortMapping, ...] = ()
     ips: tuple[str, ...] = ()
     mac: str | None = None
+    bandwidth: Bandwidth | None = None  # --bandwidth: the CNI `bandwidth` capability
     detach: bool = False
     remove: bool = False
     interactive: bool = False
@@ -351,6 +355,7 @@ class _State:
     ip4: str | None = None
     ip6: str | None = None
     mac: str | None = None
+    bandwidth: Bandwidth | None = None
     detach: bool = False
     remove: bool = False
     interactive: bool = False
@@ -398,6 +403,8 @@ def parse_run_args(argv: Sequence[str]) -> RunArgs:
             f"--network {state.docker_network} cannot be combined with CNI networks"
             f" ({', '.join(state.networks)})"
         )
+    if state.docker_network is not None and state.bandwidth is not None:
+        raise UsageError(f"--bandwidth needs a CNI network, not --network {state.docker_network}")
     _check_docker_conflicts(state, occurrences)
 
     workload: list[str] = []
@@ -616,6 +623,9 @@ def _apply_own(state: _State, occ: _Occurrence) -> None:
         return
     if occ.name == "cni-args":
         state.cni_args.extend(_parse_cni_args(value))
+        return
+    if occ.name == "bandwidth":
+        state.bandwidth = parse_bandwidth(value, state.bandwidth)
         return
     if not value:
         raise UsageError(f"{occ.display} needs a non-empty value")

@@ -1,7 +1,8 @@
 """`cnirun doctor`: check the host for what cnirun needs, one verdict (ok/warn/FAIL) per line.
 
 Docker, the plugins (versions, and whether others could replace them), the state and cache
-dirs (root's alone), the config dir, IP forwarding, the iptables FORWARD
+dirs (root's alone), the config dir, IP forwarding, the kernel's ifb and tc support that the
+bandwidth plugin needs, the iptables FORWARD
 policy and what `cnirun gc` would reclaim. Read-only: it never changes anything. It judges
 with the rules the commands use (the one config scan, the one Docker endpoint, gc's own
 selection), so it cannot disagree with them.
@@ -68,6 +69,7 @@ class Doctor:
             self.check_state_dirs,
             self.check_configs,
             self.check_ip_forward,
+            self.check_bandwidth_kernel,
             self.check_forward_policy,
             self.check_localhost_guard,
             self.check_stale,
@@ -254,6 +256,27 @@ class Doctor:
                 f"{value}: containers cannot reach beyond this host (a bridge plugin with "
                 "isGateway turns it on at its first ADD)",
             )
+
+    def check_bandwidth_kernel(self) -> None:
+        """What the bandwidth plugin (`run --bandwidth`) needs of the kernel, from files alone."""
+        from cnirun.host import kernel
+
+        found = kernel.features(kernel.BANDWIDTH_FEATURES)
+        subject = "kernel for --bandwidth"
+        missing = [n for n, state in found.items() if state == kernel.MISSING]
+        unknown = [n for n, state in found.items() if state == kernel.UNKNOWN]
+        if missing:
+            options = ", ".join(f"{n} ({kernel.BANDWIDTH_FEATURES[n][0]})" for n in missing)
+            self.add(WARN, subject, f"missing {options}: the bandwidth plugin fails here")
+        elif unknown:
+            self.add(
+                WARN,
+                subject,
+                f"cannot tell whether it has {', '.join(unknown)} (no kernel config in"
+                " /proc/config.gz or /boot, no module lists in /lib/modules)",
+            )
+        else:
+            self.add(OK, subject, ", ".join(f"{n} {state}" for n, state in found.items()))
 
     def check_forward_policy(self) -> None:
         if shutil.which("iptables") is None:

@@ -51,6 +51,14 @@ _OWN_STATUS = {
 }
 
 
+def _bandwidth_text(capability: object) -> str:
+    """The recorded limits in --bandwidth's own grammar ("" when none)."""
+    from cnirun.bandwidth import Bandwidth
+
+    limits = Bandwidth.from_cni(capability)
+    return limits.text() if limits is not None else ""
+
+
 def ps_fields(sandbox: Sandbox, no_trunc: bool = False) -> dict[str, Any]:
     """One row of `ps`: the JSON keys, and Docker's template fields (.ID, .Names, ...)."""
     row = sandbox.row()
@@ -74,6 +82,7 @@ def ps_fields(sandbox: Sandbox, no_trunc: bool = False) -> dict[str, Any]:
         "Status": status,
         "State": sandbox.state,
         "Ports": ", ".join(_port_text(p) for p in row["ports"]),
+        "Bandwidth": _bandwidth_text(row["bandwidth"]),
         "Names": ",".join(sandbox.names()),
         "Networks": row["networks"],
         "Addresses": row["addresses"],

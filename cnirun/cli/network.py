@@ -44,6 +44,11 @@ INTERNAL = typer.Option(
     False, "--internal", help="No gateway, masquerade, default route or port mapping."
 )
 LABEL = typer.Option(None, "--label", help="KEY=VALUE (repeatable).")
+BANDWIDTH = typer.Option(
+    False,
+    "--bandwidth",
+    help="Add the bandwidth plugin, so `cnirun run --bandwidth` can limit the rates (bridge, ptp).",
+)
 CNI_VERSION = typer.Option(
     None, "--cni-version", help="[default: the newest all its plugins support]"
 )
@@ -81,6 +86,7 @@ def create(
     bridge: str | None = BRIDGE,
     internal: bool = INTERNAL,
     label: list[str] | None = LABEL,
+    bandwidth: bool = BANDWIDTH,
     cni_version: str | None = CNI_VERSION,
     netconf_dir: str | None = NETCONF_DIR,
     cni_path: str | None = CNI_PATH,
@@ -91,6 +97,7 @@ def create(
     Examples:
       cnirun network create web --subnet 10.78.5.0/24
       cnirun network create lan --driver macvlan --parent eth1
+      cnirun network create slow --bandwidth
     """
     from cnirun.netconf import manage
 
@@ -105,6 +112,7 @@ def create(
         internal=internal,
         labels=label or [],
         cni_version=cni_version,
+        bandwidth=bandwidth,
     )
     manage.create_network(_writable(_configs(netconf_dir, cni_path)), req)
     say(name)

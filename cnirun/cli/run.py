@@ -28,6 +28,12 @@ cnirun's options:
   --network-alias name     One more name the other sandboxes on its networks reach it
                            by (repeatable; its --name, hostname and short ID work too)
   --cni-timeout seconds    Seconds each plugin call may take (default {DEFAULT_CNI_TIMEOUT:g})
+  --bandwidth limits       Limit the rates: ingress=RATE,egress=RATE (either or both), with
+                           ingress-burst=SIZE, egress-burst=SIZE; RATE as tc writes it
+                           (500kbit, 10mbit, 1.5gbit; kbps, mbps: bytes/s), SIZE in b, kb,
+                           mb, gb; a burst defaults to 10 ms at the rate, at least 64kb.
+                           Needs the bandwidth plugin in the chain (the built-in default
+                           network has it; `cnirun network create --bandwidth NAME`)
   --debug                  Log every plugin call and Docker request to stderr
 
 and every `docker run` flag (see `docker run --help`). -p/--publish, --ip, --ip6,
@@ -38,6 +44,7 @@ Examples:
   cnirun --rm busybox ifconfig
   cnirun --rm -it busybox sh
   cnirun --rm --network mynet -p 8080:80 busybox httpd -f -p 80
+  cnirun --rm --bandwidth ingress=10mbit,egress=2mbit busybox wget -O- http://10.0.0.1/
   cnirun -d --name web busybox httpd -f -p 80
   cnirun -d --name db --network-alias cache busybox httpd -f -p 80
 """

@@ -65,20 +65,21 @@ def ps(
 
     The JSON has cnirun's keys (created in RFC 3339); a template may use them and Docker's
     fields: .ID .Sandbox .Image .Command .CreatedAt .RunningFor .Status .State .Ports .Names
-    .Networks .Addresses .Labels (the README lists the template subset).
+    .Networks .Addresses .Bandwidth .Labels (the README lists the template subset).
 
     \b
     Examples:
       cnirun ps
       cnirun ps -a --filter network=mynet -q
       cnirun ps --format 'table {{.Names}}\\t{{.Addresses}}'
+      cnirun ps --format '{{.Names}} {{.Bandwidth}}'
       cnirun ps -a --format json
     """
     lists.ps(all_states, quiet, no_trunc, filters, output)
 
 
 def inspect(refs: list[str] = REFS, template: str | None = INSPECT_FORMAT) -> None:
-    """Show sandboxes as JSON: CNI results per network, ports, hostname, netns.
+    """Show sandboxes as JSON: CNI results per network, ports, bandwidth, hostname, netns.
 
     \b
     Examples:

@@ -2,7 +2,8 @@
 
 Generated on first use as `<config dir>/zz-cnirun-default.conflist` (the name sorts after the
 usual `10-x.conflist`, so tools that take "the first file" prefer a user's own network):
-bridge `cnirun0` with host-local, portmap, firewall and tuning at the newest cniVersion every
+bridge `cnirun0` with host-local, portmap, firewall, tuning and bandwidth (each extra one only
+when installed) at the newest cniVersion every
 plugin supports, on the first free /16 of DEFAULT_SUBNETS. Later runs load the saved file, so
 the subnet stays stable. When the directory cannot be written, it is used from memory.
 """
@@ -109,7 +110,7 @@ def _generate(configs: Configs) -> JSONDict:
         chosen = parse_subnet(subnet, "default subnet")
     else:
         chosen = _pick_subnet(configs, bridge)
-    plugins = generate.available_plugins(configs.cni, "bridge")
+    plugins = generate.available_plugins(configs.cni, "bridge", bandwidth=None)
     spec = generate.NetworkSpec(
         name=name,
         driver="bridge",

@@ -29,6 +29,8 @@ EXTRA_PLUGINS = {
     "macvlan": ("tuning",),
     "ipvlan": ("tuning",),
 }
+# Drivers whose container interface has a host-side veth peer, which the bandwidth plugin shapes.
+BANDWIDTH_DRIVERS = ("bridge", "ptp")
 
 
 class IPRange(NamedTuple):
@@ -103,6 +105,8 @@ def build_conflist(spec: NetworkSpec, plugins: Sequence[str]) -> JSONDict:
             chain.append({"type": "firewall"})
         elif plugin == "tuning":
             chain.append({"type": "tuning", "capabilities": {"mac": True}})
+        elif plugin == "bandwidth":  # last: it shapes the veth the chain so far has made
+            chain.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
     import datetime  # here: it costs start-up time for every command
 
     mark: JSONDict = {
@@ -117,18 +121,26 @@ def build_conflist(spec: NetworkSpec, plugins: Sequence[str]) -> JSONDict:
     return {"cniVersion": spec.cni_version, "name": spec.name, MARKER_KEY: mark, "plugins": chain}
 
 
-def available_plugins(cni: CNIConfig, driver: str) -> list[str]:
+def available_plugins(cni: CNIConfig, driver: str, bandwidth: bool | None = False) -> list[str]:
     """The chain for `driver`: main plugin and host-local required, extras only if installed.
+    `bandwidth`: True requires the bandwidth plugin at the end, None adds it if installed
+    (the built-in default network), False leaves it out.
 
     Raises:
-        ConfigError: the main plugin or host-local is missing.
+        ConfigError: the main plugin or host-local (or a required bandwidth) is missing.
     """
     missing = []
-    for required in (driver, "host-local"):
+    extras = EXTRA_PLUGINS[driver]
+    needed: tuple[str, ...] = (driver, "host-local")
+    if driver in BANDWIDTH_DRIVERS and bandwidth is None:
+        extras = (*extras, "bandwidth")
+    elif bandwidth:
+        needed = (*needed, "bandwidth")
+    for plugin in needed:
         try:
-            cni.exec.find_in_path(required, cni.plugin_dirs)
+            cni.exec.find_in_path(plugin, cni.plugin_dirs)
         except CNIError:
-            missing.append(required)
+            missing.append(plugin)
     if missing:
         raise ConfigError(
             f"CNI plugin(s) {', '.join(missing)} not found in {':'.join(cni.plugin_dirs)} "
@@ -136,12 +148,14 @@ def available_plugins(cni: CNIConfig, driver: str) -> list[str]:
         )
     chain = [driver]
     skipped = []
-    for extra in EXTRA_PLUGINS[driver]:
+    for extra in extras:
         try:
             cni.exec.find_in_path(extra, cni.plugin_dirs)
             chain.append(extra)
         except CNIError:
             skipped.append(extra)
+    if bandwidth:
+        chain.append("bandwidth")
     if skipped:
         log.warning(
             f"plugin(s) {', '.join(skipped)} not found in {':'.join(cni.plugin_dirs)}; "

@@ -44,6 +44,7 @@ class CreateRequest(NamedTuple):
     internal: bool = False
     labels: Sequence[str] = ()
     cni_version: str | None = None
+    bandwidth: bool = False  # the bandwidth plugin, for `cnirun run --bandwidth`
 
 
 def _names_in_use(netconf_dir: str) -> dict[str, str]:
@@ -141,6 +142,10 @@ def _check_options(req: CreateRequest) -> None:
             validate.interface_name(req.bridge)
         except CNIError as e:
             raise UsageError(f'invalid --bridge "{req.bridge}": {e}') from None
+    if req.bandwidth and req.driver not in generate.BANDWIDTH_DRIVERS:
+        raise UsageError(
+            f"--bandwidth needs a veth on the host (the bridge or ptp driver), not {req.driver}"
+        )
     if (req.gateways or req.ip_ranges) and not req.subnets:
         raise UsageError("--gateway and --ip-range need --subnet")
 
@@ -179,7 +184,7 @@ def create_network(configs: Configs, req: CreateRequest) -> str:
     _check_options(req)
     labels = _parse_labels(req.labels)
     netconf_dir, cni = configs.directory, configs.cni
-    plugins = generate.available_plugins(cni, req.driver)
+    plugins = generate.available_plugins(cni, req.driver, bandwidth=req.bandwidth)
     if req.cni_version:
         generate.check_version(cni, plugins, req.cni_version)
         version = req.cni_version

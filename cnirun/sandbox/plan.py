@@ -91,6 +91,15 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
             plans, "mac", "--mac-address", "the bridge or tuning plugin"
         )
         target.capability_args["mac"] = args.mac
+    if args.bandwidth is not None:
+        target = _first_with_capability(
+            plans,
+            "bandwidth",
+            "--bandwidth",
+            'a {"type": "bandwidth"} plugin at the end of the chain',
+            also="; `cnirun network create --bandwidth NAME` makes a network with it",
+        )
+        target.capability_args["bandwidth"] = args.bandwidth.to_cni()
     return Plan(
         args=args,
         settings=settings,
@@ -180,7 +189,9 @@ def _in_range(ip: IPAddress, subnet: IPNetwork, start: str, end: str) -> bool:
     return ip in subnet and (low is None or ip >= low) and (high is None or ip <= high)  # type: ignore[operator]
 
 
-def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: str) -> NetworkPlan:
+def _first_with_capability(
+    plans: list[NetworkPlan], cap: str, flag: str, hint: str, also: str = ""
+) -> NetworkPlan:
     for plan in plans:
         if any(p.capabilities.get(cap) for p in plan.net.plugins):
             return plan
@@ -188,5 +199,5 @@ def _first_with_capability(plans: list[NetworkPlan], cap: str, flag: str, hint: 
     raise UsageError(
         f"{flag} needs a network whose plugins accept the {cap!r} capability, "
         f'and {names} has none: add "capabilities": {{"{cap}": true}} to {hint} '
-        "in its config, or choose another --network"
+        f"in its config, or choose another --network{also}"
     )

@@ -94,6 +94,13 @@ class Sandbox(NamedTuple):
             return [self.record.workload] if self.elsewhere and self.record.workload else []
         return [n.lstrip("/") for n in self.workload.get("Names") or []]
 
+    def bandwidth(self) -> Any:
+        """The `bandwidth` capability args of the attachment that got them (None if none)."""
+        for attachment in self.record.attachments:
+            if "bandwidth" in attachment.capability_args:
+                return attachment.capability_args["bandwidth"]
+        return None
+
     def row(self) -> dict[str, Any]:
         workload = self.workload or {}
         return {
@@ -105,6 +112,8 @@ class Sandbox(NamedTuple):
             "networks": [a.network for a in self.record.attachments],
             "addresses": self.addresses(),
             "ports": self.record.ports,
+            # --bandwidth's limits, as the CNI capability (bits/s, bits) the plugin was given
+            "bandwidth": self.bandwidth(),
             "state": self.state,
             "created": self.record.created,
         }

@@ -57,7 +57,9 @@ def test_default_network_on_an_empty_config_dir(rig: Harness) -> None:
     )
     saved = json.loads((rig.netconf_dir / "zz-cnirun-default.conflist").read_text())
     assert saved["cnirun"]["default"] is True
-    assert [p["type"] for p in saved["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]
+    assert [p["type"] for p in saved["plugins"]] == [
+        "bridge", "portmap", "firewall", "tuning", "bandwidth"
+    ]  # fmt: skip
     assert saved["cniVersion"] == "1.0.0"  # the newest Debian's plugins all support
 
     # The second run reuses it quietly; inspect shows it, and it is removable.

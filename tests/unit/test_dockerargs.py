@@ -748,3 +748,30 @@ def test_results_are_immutable() -> None:
     with pytest.raises(AttributeError):
         args.publish[0].host_port = 1  # type: ignore[misc]
     assert isinstance(args.workload_flags, tuple) and isinstance(args.command, tuple)
+
+
+# --- --bandwidth (issue 16) ---
+
+
+def test_bandwidth_is_cnirun_s_own_and_never_reaches_docker() -> None:
+    args = parse("--rm --bandwidth ingress=10mbit --bandwidth=egress=1mbit,egress-burst=8kb"
+                 " busybox true")  # fmt: skip
+    assert args.bandwidth is not None
+    assert args.bandwidth.to_cni() == {
+        "ingressRate": 10_000_000,
+        "ingressBurst": 64 * 1024 * 8,
+        "egressRate": 1_000_000,
+        "egressBurst": 8 * 1024 * 8,
+    }
+    assert args.workload_flags == ("--rm",)
+    assert "bandwidth" not in args.docker_flags
+    assert parse("busybox").bandwidth is None
+
+
+def test_bad_bandwidth_values_are_one_line_usage_errors() -> None:
+    usage_error("--bandwidth ingress=10 busybox", r"^invalid --bandwidth 'ingress=10': '10' needs")
+    usage_error("--bandwidth", r"^flag needs an argument: --bandwidth$")
+    usage_error(
+        "--network host --bandwidth ingress=1mbit busybox",
+        r"^--bandwidth needs a CNI network, not --network host$",
+    )

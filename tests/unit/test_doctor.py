@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
-from cnirun.doctor import FAIL, OK, Doctor
+import pytest
+
+from cnirun.doctor import FAIL, OK, WARN, Doctor
 from cnirun.settings import Settings
 from tests.unit.conftest import CniEnv
 
@@ -55,3 +57,25 @@ def test_state_and_cache_dirs_must_be_roots_alone(cni_env: CniEnv) -> None:
     doctor = doctor_for(cni_env)
     doctor.check_state_dirs()
     assert doctor.checks[1].verdict == OK
+
+
+def test_the_kernel_line_for_bandwidth(cni_env: CniEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnirun.host import kernel
+
+    doctor = doctor_for(cni_env)
+    found = dict.fromkeys(kernel.BANDWIDTH_FEATURES, kernel.BUILT_IN)
+    monkeypatch.setattr(kernel, "features", lambda wanted: dict(found))
+    doctor.check_bandwidth_kernel()
+    found.update(ifb=kernel.MISSING, mirred=kernel.MODULE)
+    doctor.check_bandwidth_kernel()
+    found.update(ifb=kernel.UNKNOWN)
+    doctor.check_bandwidth_kernel()
+    assert [(c.subject, c.verdict, c.detail) for c in doctor.checks] == [
+        ("kernel for --bandwidth", OK,
+         "ifb built in, tbf built in, ingress qdisc built in, u32 built in, mirred built in"),
+        ("kernel for --bandwidth", WARN,
+         "missing ifb (CONFIG_IFB): the bandwidth plugin fails here"),
+        ("kernel for --bandwidth", WARN,
+         "cannot tell whether it has ifb (no kernel config in /proc/config.gz or /boot,"
+         " no module lists in /lib/modules)"),
+    ]  # fmt: skip

@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "files": set(),
     "testhooks": set(),
     "settings": {"errors"},
-    "dockerargs": {"errors"},
+    "bandwidth": {"errors"},
+    "dockerargs": {"errors", "bandwidth"},
     "cni": {"errors", "files"},
     "host": LEAVES | {"settings"},
     "docker": LEAVES | {"settings", "__init__"},
@@ -33,11 +34,12 @@ ALLOWED: dict[str, set[str]] = {
     "privnet": LEAVES | {"settings", "cni", "host", "netconf", "attach"},
     "sandbox": LEAVES
     | {"settings", "cni", "host", "netconf", "attach", "docker", "dockerargs", "privnet"}
+    | {"bandwidth"}
     | {"__init__"},
     "doctor": LEAVES | {"settings", "cni", "host", "netconf", "docker", "sandbox"},
     "cli": set(LEAVES)
     | {"settings", "dockerargs", "cni", "host", "docker", "netconf", "attach", "privnet"}
-    | {"sandbox", "doctor", "__init__"},
+    | {"sandbox", "doctor", "bandwidth", "__init__"},
     "__main__": {"cli", "testhooks"},
     "__init__": set(),
 }

@@ -125,6 +125,42 @@ def test_create_other_drivers(
     assert first["ipam"]["ranges"] == [[{"subnet": "10.210.41.0/24", "gateway": "10.210.41.1"}]]
 
 
+@pytest.mark.parametrize("driver", ["bridge", "ptp"])
+def test_create_bandwidth_ends_the_chain_with_the_capability(
+    lab: CliLab, capsys: pytest.CaptureFixture[str], driver: str
+) -> None:
+    args = ["network", "create", "slow", "--bandwidth", "--driver", driver]
+    assert cli(capsys, *args) == (0, "slow\n", "")
+    raw = conflist(lab, "slow")
+    assert [p["type"] for p in raw["plugins"]] == [driver, "portmap", "firewall", "tuning",
+                                                    "bandwidth"]  # fmt: skip
+    assert raw["plugins"][-1] == {"type": "bandwidth", "capabilities": {"bandwidth": True}}
+    assert raw["cniVersion"] == "1.0.0"  # the newest the bandwidth plugin speaks, too
+    assert "bandwidth" not in json.dumps(conflist_of(lab, "plain", capsys))  # only when asked
+
+
+def conflist_of(lab: CliLab, name: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert cli(capsys, "network", "create", name)[0] == 0
+    return conflist(lab, name)
+
+
+def test_create_bandwidth_needs_a_veth_and_the_plugin(
+    lab: CliLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["network", "create", "m", "--bandwidth", "--driver", "macvlan", "--parent", "lo"]
+    code, out, err = cli(capsys, *args)
+    assert (code, out) == (125, "")
+    assert err.splitlines()[0] == (
+        "cnirun: error: --bandwidth needs a veth on the host (the bridge or ptp driver),"
+        " not macvlan"
+    )
+    lab.uninstall("bandwidth")
+    code, out, err = cli(capsys, "network", "create", "b", "--bandwidth")
+    assert (code, out) == (125, "")
+    assert err.startswith("cnirun: error: CNI plugin(s) bandwidth not found in ")
+    assert not (lab.netconf / "b.conflist").exists() and not (lab.netconf / "m.conflist").exists()
+
+
 def test_create_with_an_explicit_cni_version(
     lab: CliLab, capsys: pytest.CaptureFixture[str]
 ) -> None:

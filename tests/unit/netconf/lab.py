@@ -35,6 +35,7 @@ STANDARD = {
     "portmap": ALL,
     "firewall": ["0.4.0", "1.0.0"],
     "tuning": ALL,
+    "bandwidth": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"],
     "ptp": ALL,
     "macvlan": ALL,
     "ipvlan": ALL,

@@ -52,7 +52,9 @@ def test_default_network_is_generated_once_and_then_loaded(
     assert raw["name"] == "cnirun"
     assert raw["cniVersion"] == "1.0.0"  # firewall stops at 1.0.0
     assert raw["cnirun"]["default"] is True and raw["cnirun"]["driver"] == "bridge"
-    assert [p["type"] for p in raw["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]
+    assert [p["type"] for p in raw["plugins"]] == [
+        "bridge", "portmap", "firewall", "tuning", "bandwidth"
+    ]  # fmt: skip
     bridge = raw["plugins"][0]
     assert bridge["bridge"] == builtin.DEFAULT_BRIDGE == "cnirun0"
     assert (bridge["isGateway"], bridge["ipMasq"], bridge["hairpinMode"]) == (True, True, True)
@@ -62,8 +64,10 @@ def test_default_network_is_generated_once_and_then_loaded(
         "routes": [{"dst": "0.0.0.0/0"}],
     }
     assert raw["plugins"][1]["capabilities"] == {"portMappings": True}
+    assert raw["plugins"][4] == {"type": "bandwidth", "capabilities": {"bandwidth": True}}
     assert sorted(lab.calls()) == sorted(
-        f"VERSION {p}" for p in ("bridge", "host-local", "portmap", "firewall", "tuning")
+        f"VERSION {p}"
+        for p in ("bridge", "host-local", "portmap", "firewall", "tuning", "bandwidth")
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -115,7 +119,7 @@ def test_missing_optional_plugins_are_left_out_with_a_warning(
     lab.uninstall("firewall")
     lab.uninstall("portmap")
     got = ensure(lab)
-    assert [p.type for p in got.plugins] == ["bridge", "tuning"]
+    assert [p.type for p in got.plugins] == ["bridge", "tuning", "bandwidth"]
     assert capsys.readouterr().err == (
         f"cnirun: warning: plugin(s) portmap, firewall not found in {lab.bin}; "
         "the network is created without them\n"

@@ -126,3 +126,51 @@ def test_the_client_is_asked_only_for_newer_flags() -> None:
         raise AssertionError("asked")
 
     workload.check_flags(parse_run_args(["--rm", "-it", "busybox"]).docker_flags, never, never)
+
+
+# --- --bandwidth: the first network whose chain takes the capability gets it (issue 16) ---
+
+NOOP_VERSION = '{"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}'
+
+
+def bandwidth_plan(tmp_path: Any, argv: list[str]) -> plan.Plan:
+    import json
+
+    from cnirun.settings import Settings
+
+    netconf, plugins = tmp_path / "net.d", tmp_path / "bin"
+    netconf.mkdir(parents=True)
+    plugins.mkdir()
+    noop = plugins / "noop"
+    noop.write_text(f"#!/bin/sh\ncat >/dev/null\necho '{NOOP_VERSION}'\n")
+    noop.chmod(0o755)
+    shaped = [{"type": "noop"}, {"type": "noop", "capabilities": {"bandwidth": True}}]
+    for name, chain in (("plain", [{"type": "noop"}]), ("shaped", shaped)):
+        conf = {"cniVersion": "1.0.0", "name": name, "plugins": chain}
+        (netconf / f"10-{name}.conflist").write_text(json.dumps(conf))
+    settings = Settings.load({}, netconf_dir=str(netconf), cni_path=str(plugins))
+    return plan.make_plan(parse_run_args(argv), settings, FakeDocker({}, set()))  # type: ignore[arg-type]
+
+
+def test_bandwidth_goes_to_the_first_network_that_takes_it(tmp_path: Any) -> None:
+    argv = ["--network", "plain", "--network", "shaped", "--bandwidth", "egress=4mbit", "busybox"]
+    made = bandwidth_plan(tmp_path, argv)
+    assert [n.capability_args for n in made.networks] == [
+        {},
+        {"bandwidth": {"egressRate": 4_000_000, "egressBurst": 64 * 1024 * 8}},
+    ]
+    unlimited = bandwidth_plan(tmp_path / "again", ["--network", "shaped", "busybox"])
+    assert unlimited.networks[0].capability_args == {}
+
+
+def test_bandwidth_without_the_capability_is_refused_with_the_way_to_add_it(
+    tmp_path: Any,
+) -> None:
+    with pytest.raises(UsageError) as info:
+        bandwidth_plan(tmp_path, ["--network", "plain", "--bandwidth", "ingress=1mbit", "busybox"])
+    assert str(info.value) == (
+        "--bandwidth needs a network whose plugins accept the 'bandwidth' capability, and plain"
+        ' has none: add "capabilities": {"bandwidth": true} to a {"type": "bandwidth"} plugin'
+        " at the end of the chain in its config, or choose another --network;"
+        " `cnirun network create --bandwidth NAME` makes a network with it"
+    )
