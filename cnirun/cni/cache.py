@@ -217,5 +217,5 @@ def _arg_pair(pair: Any) -> tuple[str, str]:
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # there is no such file: nothing to do
         pass
