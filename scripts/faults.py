@@ -56,7 +56,7 @@ from stress import (  # noqa: E402
     SCRUBBED,
     TRACEBACK,
     Outcome,
-    claim,
+    claim_tag,
     free_subnet,
     prefix_of,
     purge_host,
@@ -127,12 +127,7 @@ class Campaign:
 
     def __init__(self) -> None:
         self.claims: list[socket.socket] = []
-        while True:
-            self.tag = secrets.token_hex(4)
-            held = claim(f"tag:{self.tag}")
-            if held is not None:
-                self.claims.append(held)
-                break
+        self.tag = claim_tag(self.claims)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"cnirun-faults-{self.tag}-", dir="/tmp"))
         self.cache_dir = self.tmp / "cni-cache"
         self.state_dir = self.tmp / "state"

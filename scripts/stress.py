@@ -172,12 +172,7 @@ class World:
         self.engines = engines
         self.seconds = seconds
         self._claims: list[socket.socket] = []
-        while True:
-            self.tag = secrets.token_hex(4)
-            held = claim(f"tag:{self.tag}")
-            if held is not None:
-                self._claims.append(held)
-                break
+        self.tag = claim_tag(self._claims)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"cnirun-stress-{self.tag}-", dir="/tmp"))
         self.netconf_dir = self.tmp / "net.d"
         self.cache_dir = self.tmp / "cni-cache"
@@ -285,6 +280,16 @@ def claim(key: str) -> socket.socket | None:
         sock.close()
         return None
     return sock
+
+
+def claim_tag(claims: list[socket.socket]) -> str:
+    """A random tag no e2e test or other run holds; its claim is appended to `claims`."""
+    while True:
+        tag = secrets.token_hex(4)
+        held = claim(f"tag:{tag}")
+        if held is not None:
+            claims.append(held)
+            return tag
 
 
 def free_subnet(claims: list[socket.socket]) -> ipaddress.IPv4Network:

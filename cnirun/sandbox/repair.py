@@ -18,6 +18,7 @@ from cnirun.docker.runtime import ROLE_WORKLOAD, Docker
 from cnirun.errors import CnirunError
 from cnirun.host import netns
 from cnirun.host.signals import SignalGuard
+from cnirun.sandbox import names
 from cnirun.sandbox.records import RecordStore, SandboxRecord, process_start
 from cnirun.sandbox.teardown import recorded_attachments
 
@@ -27,23 +28,12 @@ log = logging.getLogger(__name__)
 RESTARTING = ("always", "unless-stopped", "on-failure")
 
 
-def _recorded_ips(record: SandboxRecord, network: str) -> list[str]:
-    """The addresses a network's recorded result gave (without prefix length)."""
-    result = record.results.get(network) or {}
-    found = []
-    for ip in result.get("ips") or []:
-        address = ip.get("address") if isinstance(ip, dict) else None
-        if isinstance(address, str):
-            found.append(address.split("/")[0])
-    return found
-
-
 def _asking_for_old_addresses(record: SandboxRecord, attachment: Attachment) -> Attachment:
     """The attachment with its old addresses requested, when its chain takes `ips`."""
     rt = attachment.rt
     args = dict(rt.capability_args or {})
     takes_ips = any(p.capabilities.get("ips") for p in attachment.net.plugins)
-    ips = _recorded_ips(record, attachment.net.name)
+    ips = names.addresses(record, attachment.net.name)
     if takes_ips and ips and "ips" not in args:
         args["ips"] = ips
     return Attachment(attachment.net, rt._replace(capability_args=args))
@@ -120,7 +110,7 @@ def _reattach(record: SandboxRecord, current: str) -> list[str]:
         # What was added is DELeted by `rm`/gc from the record, which still lists it all.
         return [f"cannot repair sandbox {record.id[:12]}: {e}"]
     for name, result in results.items():
-        old = set(_recorded_ips(record, name))
+        old = set(names.addresses(record, name))
         new = {cidr.split("/")[0] for cidr in result.addresses()}
         if old and old != new:
             log.warning(
