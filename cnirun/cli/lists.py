@@ -122,7 +122,7 @@ def ps(
     registry.reconcile(docker, store)
     found, broken = registry.load_all(docker, store)
     every_state = all_states or any(key == "status" for key, _ in wanted)
-    if every_state and broken:
+    if every_state:  # also those whose record is unreadable or gone
         found += registry.damaged(docker, store, broken)
     shown = [s for s in found if (every_state or s.up) and _matches(s, wanted)]
     rows = [ps_fields(s, no_trunc) for s in shown]

@@ -15,6 +15,7 @@ from cnirun import __version__
 from cnirun.docker.runtime import (
     LABEL_ROLE,
     LABEL_SANDBOX,
+    LABEL_STATE_DIR,
     ROLE_INFRA,
     ROLE_WORKLOAD,
     Docker,
@@ -22,7 +23,7 @@ from cnirun.docker.runtime import (
 )
 from cnirun.errors import CnirunError, UsageError, suggestion
 from cnirun.host.etcfiles import ETC_FILES
-from cnirun.sandbox.records import RecordStore, SandboxRecord
+from cnirun.sandbox.records import SANDBOX_ID, RecordStore, SandboxRecord
 from cnirun.sandbox.teardown import forget, teardown
 from cnirun.settings import Settings
 
@@ -219,15 +220,26 @@ def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
 
 
 def damaged(docker: Docker, store: RecordStore, broken: list[str]) -> list[Sandbox]:
-    """The sandboxes cnirun cannot read the record of (`broken`, from load_all), with the
-    containers their labels still name: `ps -a` lists them, so a live one is never lost."""
+    """The sandboxes cnirun cannot read the record of (`broken`, from load_all) or whose
+    record is gone while their infra is still there, with the containers their labels name:
+    `ps -a` lists them, so a live one is never lost."""
     by_sandbox: dict[str, dict[str, dict[str, Any]]] = {}
     for container in docker.containers():
         labels = container.get("Labels") or {}
         role = labels.get(LABEL_ROLE, "")
         by_sandbox.setdefault(labels.get(LABEL_SANDBOX, ""), {})[role] = container
+    # An infra of this state dir without a record: the record went (a run records before it
+    # creates the infra, and teardown removes the infra before the record).
+    lost = [
+        sandbox_id
+        for sandbox_id, containers in by_sandbox.items()
+        if ROLE_INFRA in containers
+        and (containers[ROLE_INFRA].get("Labels") or {}).get(LABEL_STATE_DIR) == store.state_dir
+        and SANDBOX_ID.fullmatch(sandbox_id)
+        and not os.path.exists(store.path(sandbox_id))
+    ]
     found = []
-    for sandbox_id in broken:
+    for sandbox_id in [*broken, *(i for i in lost if i not in broken)]:
         # Only its ID is known: no owner (pid 0 never runs), no networks, nothing to act on.
         stub = SandboxRecord(
             id=sandbox_id, infra_name="", netns_name="", cache_dir="", plugin_dirs=[],
@@ -235,7 +247,7 @@ def damaged(docker: Docker, store: RecordStore, broken: list[str]) -> list[Sandb
         )  # fmt: skip
         containers = by_sandbox.get(sandbox_id, {})
         workload, infra = containers.get(ROLE_WORKLOAD), containers.get(ROLE_INFRA)
-        why = "its record is unreadable"
+        why = "its record is missing" if sandbox_id in lost else "its record is unreadable"
         sandbox = Sandbox(stub, store.files_dir(sandbox_id), workload, infra, damaged=why)
         found.append(sandbox)
     return found
