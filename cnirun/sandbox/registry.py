@@ -353,8 +353,11 @@ def _tell_peers(docker: Docker, store: RecordStore, sandbox: Sandbox) -> None:
     """Its peers' hosts files name it while it is up, and only then."""
     from cnirun.sandbox import names
 
-    if names.has_peers(store, sandbox.record):
-        names.refresh(docker, store)
+    try:
+        if names.has_peers(store, sandbox.record):
+            names.refresh(docker, store)
+    except (CnirunError, OSError) as e:  # a convenience: the stop or start itself went
+        log.warning("cannot update the hosts files of its peers: %s", e)
 
 
 def _ready(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:

@@ -222,9 +222,13 @@ class Session:
         return infra
 
     def _tell_peers(self) -> None:
-        """Refresh the hosts files of this sandbox and its peers, if it has any."""
-        if names.has_peers(self.store, self.record):
-            names.refresh(self.docker, self.store)
+        """Refresh the hosts files of this sandbox and its peers, if it has any (names are a
+        convenience: a failure is a warning, never the run's end)."""
+        try:
+            if names.has_peers(self.store, self.record):
+                names.refresh(self.docker, self.store)
+        except (CnirunError, OSError) as e:
+            log.warning("cannot update the hosts files of this sandbox's peers: %s", e)
 
     def _record_infra(self, container_id: str) -> None:
         self.record.infra_id = container_id
