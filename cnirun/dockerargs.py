@@ -241,7 +241,8 @@ _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 _CNI_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _CONTAINER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
-_ALIAS = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # a name in /etc/hosts
+# A name other sandboxes may know one by: one /etc/hosts word, nothing that adds a line.
+HOSTS_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _DNS_LABEL = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?")
 _MAC = re.compile(
     r"(?P<o>[0-9a-fA-F]{2})(?P<s>[:-])(?:[0-9a-fA-F]{2}(?P=s)){4}[0-9a-fA-F]{2}"
@@ -612,7 +613,7 @@ def _apply_network(state: _State, occ: _Occurrence) -> None:
 def _apply_own(state: _State, occ: _Occurrence) -> None:
     value = occ.value
     if occ.name == "network-alias":
-        if not _ALIAS.fullmatch(value):
+        if not HOSTS_NAME.fullmatch(value):
             raise UsageError(
                 f"invalid {occ.display} {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]* is allowed"
             )

@@ -17,10 +17,10 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 from collections.abc import Iterable
 
 from cnirun.docker.runtime import Docker
+from cnirun.dockerargs import HOSTS_NAME
 from cnirun.errors import CnirunError, UsageError
 from cnirun.files import open_dir, read_limited
 from cnirun.host import etcfiles
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 BASE_FILE = "hosts.base"  # next to `hosts` in the sandbox's own dir
 PEERS_MARK = "# cnirun: the other sandboxes on this sandbox's networks\n"
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # one name, nothing that adds a line
 _MAX_BASE = 1 << 20
 
 
@@ -38,7 +37,7 @@ def own_names(record: SandboxRecord, workload_id: str = "") -> list[str]:
     """What peers call a sandbox: name, hostname, aliases, short workload ID (valid ones)."""
     found: list[str] = []
     for name in (record.workload, record.hostname, *record.aliases, workload_id[:12]):
-        if name and _NAME.fullmatch(name) and name not in found:
+        if name and HOSTS_NAME.fullmatch(name) and name not in found:
             found.append(name)
     return found
 

@@ -18,13 +18,13 @@ from typing import Any
 
 from cnirun.cni import validate
 from cnirun.docker.runtime import infra_name
+from cnirun.dockerargs import HOSTS_NAME
 from cnirun.errors import CNIError
 from cnirun.host.netns import NETNS_DIR
 
 _INFRA_ID = re.compile(r"[0-9a-f]{64}")
 _PROCESS_START = re.compile(r"[0-9]*")
 # Docker's engine ID: a UUID on newer engines, twelve colon-separated groups on older ones.
-_ALIAS = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _ENGINE_ID = re.compile(r"[A-Za-z0-9:-]{0,128}")
 MAX_TEXT = 4096  # hostnames, image references, messages: far below this
 MAX_ITEMS = 1024  # plugin dirs, attachments, ports, CNI args
@@ -113,7 +113,7 @@ def _attachment(value: Any, field: str) -> dict[str, Any]:
 def _alias(value: Any, field: str) -> str:
     # Written into other sandboxes' /etc/hosts: one name, nothing that could add a line.
     text = _text(value, field)
-    if not _ALIAS.fullmatch(text):
+    if not HOSTS_NAME.fullmatch(text):
         raise _fail(field, "not a container name")
     return text
 
