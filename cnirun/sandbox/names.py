@@ -88,6 +88,17 @@ def any_shared(store: RecordStore) -> bool:
     return False
 
 
+def tell_peers(docker: Docker, store: RecordStore, record: SandboxRecord) -> None:
+    """Refresh the hosts files when `record`'s sandbox joined, left, stopped or started and
+    has peers (a lone sandbox costs nothing more). Names are a convenience: a failure is a
+    warning, never the end of the run, stop or teardown that asked."""
+    try:
+        if has_peers(store, record):
+            refresh(docker, store)
+    except (CnirunError, OSError) as e:
+        log.warning("cannot update the hosts files of sandbox %s's peers: %s", record.id[:12], e)
+
+
 def check_free(
     store: RecordStore, networks: Iterable[str], names: Iterable[str], sandbox_id: str = ""
 ) -> None:

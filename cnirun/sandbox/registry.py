@@ -23,6 +23,7 @@ from cnirun.docker.runtime import (
 )
 from cnirun.errors import CnirunError, UsageError, suggestion
 from cnirun.host.etcfiles import ETC_FILES
+from cnirun.sandbox import names
 from cnirun.sandbox.records import SANDBOX_ID, RecordStore, SandboxRecord
 from cnirun.sandbox.teardown import forget, teardown
 from cnirun.settings import Settings
@@ -142,8 +143,6 @@ class Sandbox(NamedTuple):
     def docker_networks(self) -> dict[str, dict[str, Any]]:
         """Each network as `docker inspect` shows one under NetworkSettings.Networks, for the
         scripts written against it: addresses, prefix lengths, gateways, MAC, aliases."""
-        from cnirun.sandbox import names
-
         shown: dict[str, dict[str, Any]] = {}
         for network, result in self.record.results.items():
             entry: dict[str, Any] = {
@@ -212,8 +211,8 @@ def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
         if ref in sandbox.names() or any(i and i.startswith(ref) for i in ids):
             matches.append(sandbox)
     if not matches:
-        names = [s.names()[0] if s.names() else s.record.id[:12] for s in sandboxes]
-        raise UsageError(f"no such sandbox: {ref}" + suggestion(ref, names, "sandboxes"))
+        known = [s.names()[0] if s.names() else s.record.id[:12] for s in sandboxes]
+        raise UsageError(f"no such sandbox: {ref}" + suggestion(ref, known, "sandboxes"))
     if len(matches) > 1:
         raise UsageError(f"{ref} matches {len(matches)} sandboxes: use a longer prefix")
     return matches[0]
@@ -345,19 +344,8 @@ def stop(
     docker.stop(workload["Id"], _grace(docker, workload["Id"], timeout, default))
     if sandbox.record.remove:
         return teardown(sandbox.record, store, docker)
-    _tell_peers(docker, store, sandbox)
+    names.tell_peers(docker, store, sandbox.record)
     return []
-
-
-def _tell_peers(docker: Docker, store: RecordStore, sandbox: Sandbox) -> None:
-    """Its peers' hosts files name it while it is up, and only then."""
-    from cnirun.sandbox import names
-
-    try:
-        if names.has_peers(store, sandbox.record):
-            names.refresh(docker, store)
-    except (CnirunError, OSError) as e:  # a convenience: the stop or start itself went
-        log.warning("cannot update the hosts files of its peers: %s", e)
 
 
 def _ready(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
@@ -378,7 +366,7 @@ def start(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
     failures = _ready(docker, store, sandbox)
     if not failures:
         docker.start(workload)
-        _tell_peers(docker, store, sandbox)
+        names.tell_peers(docker, store, sandbox.record)
     return failures
 
 
@@ -407,7 +395,7 @@ def reconcile(docker: Docker, store: RecordStore) -> None:
     new network namespace. Asks Docker only when detached sandboxes exist."""
     if not any(_detached_and_unowned(store, sandbox_id) for sandbox_id in store.ids()):
         return
-    from cnirun.sandbox import names, repair
+    from cnirun.sandbox import repair
 
     sandboxes, _ = load_all(docker, store)
     for sandbox in sandboxes:

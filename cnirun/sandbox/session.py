@@ -103,8 +103,8 @@ class Session:
             infra = self._setup()
             code = self._run_workload(infra)
             keep = self._lives_on(code)
-            if keep:
-                self._tell_peers()  # now with its workload's short ID
+            if keep:  # its peers learn its workload's short ID
+                names.tell_peers(self.docker, self.store, self.record)
         except Interrupted as e:
             code = 128 + e.signum
         except CnirunError as e:
@@ -218,17 +218,8 @@ class Session:
         self._save()
         hosts = _write_etc_files(self.store.files_dir(record.id), infra, results, args)
         names.write_base(self.store, record, hosts)
-        self._tell_peers()
+        names.tell_peers(self.docker, self.store, self.record)
         return infra
-
-    def _tell_peers(self) -> None:
-        """Refresh the hosts files of this sandbox and its peers, if it has any (names are a
-        convenience: a failure is a warning, never the run's end)."""
-        try:
-            if names.has_peers(self.store, self.record):
-                names.refresh(self.docker, self.store)
-        except (CnirunError, OSError) as e:
-            log.warning("cannot update the hosts files of this sandbox's peers: %s", e)
 
     def _record_infra(self, container_id: str) -> None:
         self.record.infra_id = container_id

@@ -20,7 +20,7 @@ from cnirun.cni.types import RuntimeConf
 from cnirun.docker.runtime import Docker
 from cnirun.errors import CnirunError
 from cnirun.host import netns
-from cnirun.sandbox import owners
+from cnirun.sandbox import names, owners
 from cnirun.sandbox.records import RecordStore, SandboxRecord
 
 log = logging.getLogger(__name__)
@@ -157,21 +157,10 @@ def _teardown(
             failures.append(f"cannot remove the record {store.path(record.id)}: {e.strerror}")
         else:
             owners.release(record.id)
-            _tell_peers(record, store, docker)
+            names.tell_peers(docker, store, record)
     else:
         log.debug("keeping state %s for `cnirun gc`", store.path(record.id))
     return failures
-
-
-def _tell_peers(record: SandboxRecord, store: RecordStore, docker: Docker) -> None:
-    """Drop the sandbox from its peers' hosts files (if it had peers)."""
-    from cnirun.sandbox import names
-
-    try:
-        if names.has_peers(store, record):
-            names.refresh(docker, store)
-    except (CnirunError, OSError) as e:  # names are a convenience: never fail a teardown
-        log.warning("cannot update the other sandboxes' hosts files: %s", e)
 
 
 def forget(record: SandboxRecord, store: RecordStore, failures: list[str]) -> None:
