@@ -120,10 +120,9 @@ def ps(
     form = parse_format(output)
     docker, store = sandboxes()
     registry.reconcile(docker, store)
-    found, broken = registry.load_all(docker, store)
     every_state = all_states or any(key == "status" for key, _ in wanted)
-    if every_state:  # also those whose record is unreadable or gone
-        found += registry.damaged(docker, store, broken)
+    # Every state includes the damaged: those whose record is unreadable or gone.
+    found = registry.listing(docker, store) if every_state else registry.load_all(docker, store)[0]
     shown = [s for s in found if (every_state or s.up) and _matches(s, wanted)]
     rows = [ps_fields(s, no_trunc) for s in shown]
     if quiet:

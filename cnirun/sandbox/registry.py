@@ -168,17 +168,31 @@ class Sandbox(NamedTuple):
         return shown
 
 
+Grouped = dict[str, dict[str, dict[str, Any]]]  # sandbox ID -> role -> `docker ps` row
+
+
+def _grouped(docker: Docker) -> Grouped:
+    """cnirun's containers on this engine, by the sandbox and role their labels name."""
+    by_sandbox: Grouped = {}
+    for container in docker.containers():
+        labels = container.get("Labels") or {}
+        role = labels.get(LABEL_ROLE, "")
+        by_sandbox.setdefault(labels.get(LABEL_SANDBOX, ""), {})[role] = container
+    return by_sandbox
+
+
 def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[str]]:
     """Every readable sandbox record with its containers; plus the unreadable record IDs.
 
     A record none of whose containers this engine has, and that names another engine, is
     that engine's (`elsewhere`): never judged from here. The engine's ID is asked only then.
     """
-    by_sandbox: dict[str, dict[str, dict[str, Any]]] = {}
-    for container in docker.containers():
-        labels = container.get("Labels") or {}
-        role = labels.get(LABEL_ROLE, "")
-        by_sandbox.setdefault(labels.get(LABEL_SANDBOX, ""), {})[role] = container
+    return _load(docker, store, _grouped(docker))
+
+
+def _load(
+    docker: Docker, store: RecordStore, by_sandbox: Grouped
+) -> tuple[list[Sandbox], list[str]]:
     sandboxes, broken = [], []
     for sandbox_id in store.ids():
         try:
@@ -195,6 +209,14 @@ def load_all(docker: Docker, store: RecordStore) -> tuple[list[Sandbox], list[st
         workload, infra = found.get(ROLE_WORKLOAD), found.get(ROLE_INFRA)
         sandboxes.append(Sandbox(record, files, workload, infra, elsewhere))
     return sandboxes, broken
+
+
+def listing(docker: Docker, store: RecordStore) -> list[Sandbox]:
+    """What `ps -a` shows: every readable sandbox, then the damaged ones (see `_damaged`),
+    from one look at the engine's containers."""
+    by_sandbox = _grouped(docker)
+    sandboxes, broken = _load(docker, store, by_sandbox)
+    return sandboxes + _damaged(store, broken, by_sandbox)
 
 
 def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
@@ -218,15 +240,10 @@ def find(docker: Docker, store: RecordStore, ref: str) -> Sandbox:
     return matches[0]
 
 
-def damaged(docker: Docker, store: RecordStore, broken: list[str]) -> list[Sandbox]:
-    """The sandboxes cnirun cannot read the record of (`broken`, from load_all) or whose
+def _damaged(store: RecordStore, broken: list[str], by_sandbox: Grouped) -> list[Sandbox]:
+    """The sandboxes cnirun cannot read the record of (`broken`, from `_load`) or whose
     record is gone while their infra is still there, with the containers their labels name:
     `ps -a` lists them, so a live one is never lost."""
-    by_sandbox: dict[str, dict[str, dict[str, Any]]] = {}
-    for container in docker.containers():
-        labels = container.get("Labels") or {}
-        role = labels.get(LABEL_ROLE, "")
-        by_sandbox.setdefault(labels.get(LABEL_SANDBOX, ""), {})[role] = container
     # An infra of this state dir without a record: the record went (a run records before it
     # creates the infra, and teardown removes the infra before the record).
     lost = [
@@ -257,8 +274,7 @@ def discard_invalid(docker: Docker, store: RecordStore, ref: str) -> bool:
     unique prefix) or its workload's name: the workload is removed, then the record; what
     its plugins set up is left for `cnirun gc` (the record cannot say what it was). False
     when `ref` names no such sandbox."""
-    _, broken = load_all(docker, store)
-    listed = damaged(docker, store, broken)
+    listed = [s for s in listing(docker, store) if s.damaged]
     matches = [b for b in listed if b.record.id == ref or ref in b.names()] or [
         b for b in listed if b.record.id.startswith(ref)
     ]
