@@ -42,15 +42,26 @@ class RecordError(CnirunError):
     """A sandbox record that cannot be used (unreadable, unsafe, or not of the schema)."""
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (none if the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return []
+
+
 def process_start(pid: int) -> str:
     """A process's start time in clock ticks since boot ("" if it is gone): with the pid,
     it identifies the process even after the pid is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            stat = handle.read()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def process_runs(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie or a dead one has)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
 
 
 class AttachmentRecord(NamedTuple):

@@ -37,7 +37,13 @@ from cnirun.host import etcfiles, netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
 from cnirun.sandbox import names, owners, registry
 from cnirun.sandbox.plan import Plan
-from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord, process_start
+from cnirun.sandbox.records import (
+    AttachmentRecord,
+    RecordStore,
+    SandboxRecord,
+    process_runs,
+    process_start,
+)
 from cnirun.sandbox.teardown import teardown
 from cnirun.testhooks import fault_point
 
@@ -159,7 +165,7 @@ class Session:
         except CnirunError as e:
             log.debug("cannot tell whether the workload still lives: %s", e)
             return False
-        if not found or not (restarts or (pid is not None and _process_runs(pid))):
+        if not found or not (restarts or (pid is not None and process_runs(pid))):
             return False
         log.debug("the workload lives on: keeping its sandbox, now detached")
         self.record.detach = True
@@ -337,15 +343,6 @@ class Session:
             elif state == "created":
                 # The CLI was stopped between create and start: nothing will ever start it.
                 self.docker.remove(container["Id"])
-
-
-def _process_runs(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class _EarlyTeardown(threading.Thread):

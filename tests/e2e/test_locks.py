@@ -6,15 +6,8 @@ held across plugin execution, and a plugin left behind by a killed cnirun kept i
 
 from __future__ import annotations
 
+from cnirun.sandbox.records import process_runs
 from tests.e2e.harness import Harness, wait_for
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def test_a_hung_del_on_one_network_stops_neither_another_network_nor_gc(rig: Harness) -> None:
@@ -31,12 +24,12 @@ def test_a_hung_del_on_one_network_stops_neither_another_network_nor_gc(rig: Har
 
     other = rig.run("--rm", "--network", other_net.name, *rig.label, "busybox", "true", env=env)
     assert other.returncode == 0, other.explain()
-    assert first.poll() is None and _running(hung["pid"])  # the DEL still hangs meanwhile
+    assert first.poll() is None and process_runs(hung["pid"])  # the DEL still hangs meanwhile
 
     first.kill()  # kill -9: the plugin goes with it (the lock it never had goes too)
     killed = rig.finish(first)
     assert killed.returncode == -9, killed.explain()
-    wait_for(lambda: not _running(hung["pid"]), 30, "the plugin to die with its cnirun")
+    wait_for(lambda: not process_runs(hung["pid"]), 30, "the plugin to die with its cnirun")
 
     hang.unlink()  # the next DEL does not hang
     gc = rig.run("gc", env=env)

@@ -22,9 +22,11 @@ import pytest
 from cnirun.cni import invoke
 from cnirun.cni.invoke import Args, RawExec, decode_failure, find_in_path, go_quote
 from cnirun.errors import CNIError, PluginNotFoundError, PluginTimeoutError
+from cnirun.sandbox.records import process_runs
 from tests.unit.cni.conftest import assert_no_leftover_cache
 from tests.unit.conftest import CniEnv
 from tests.unit.fakes import FakePluginExec
+from tests.unit.waiting import eventually
 
 # -- scenario 9: FindInPath ------------------------------------------------------------------
 
@@ -392,26 +394,6 @@ def test_stderr_of_a_failed_plugin_is_not_forwarded(
 # -- scenario 18: timeouts kill the whole process group --------------------------------------
 
 
-def _eventually(condition: Callable[[], bool], bound: float = 30.0) -> bool:
-    """Poll `condition` until it holds; `bound` only limits how long a failure takes."""
-    deadline = time.monotonic() + bound
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _running(pid: int) -> bool:
-    """True while `pid` runs (an exited process, zombie or reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _group_members(pgid: int) -> list[int]:
     """The processes of process group `pgid` that still run."""
     members = []
@@ -443,9 +425,9 @@ def test_timeout_kills_the_group_and_then_dels(cni_env: CniEnv) -> None:
     sleeper = calls[1]
     # The plugin led its own process group; that group, the sleeper it spawned (which
     # would have run for 60s) included, is gone.
-    assert _eventually(lambda: _group_members(sleeper["pid"]) == [])
-    assert _eventually(lambda: not _running(sleeper["sleeper_pid"]))
-    assert not _running(sleeper["pid"])
+    assert eventually(lambda: _group_members(sleeper["pid"]) == [])
+    assert eventually(lambda: not process_runs(sleeper["sleeper_pid"]))
+    assert not process_runs(sleeper["pid"])
     # The cleanup DEL is told what P1 set up (P1's result, as P2 received it).
     assert all(c["stdin"]["prevResult"] == calls[1]["stdin"]["prevResult"] for c in calls[2:])
     assert_no_leftover_cache(cni_env)

@@ -9,14 +9,14 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import list_from_bytes
 from cnirun.cni.types import RuntimeConf
+from cnirun.sandbox.records import process_runs
 from tests.unit.conftest import CniEnv
+from tests.unit.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -35,23 +35,6 @@ plugins, cache, conf = sys.argv[1:]
 cni = CNIConfig([plugins], cache, timeout=60)
 cni.add_network_list(list_from_bytes(conf.encode()), RuntimeConf("c1", "/tmp/ns", "eth0"))
 """
-
-
-def _eventually(condition: Callable[[], bool], bound: float = 30.0) -> bool:
-    deadline = time.monotonic() + bound  # only limits how long a failure takes
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def test_plugins_do_not_inherit_the_lock(tmp_path: Path) -> None:
@@ -77,13 +60,13 @@ def test_a_plugin_dies_with_its_runtime_and_the_lock_is_free_at_once(cni_env: Cn
         cwd=REPO,
     )
     try:
-        assert _eventually(lambda: len(cni_env.calls()) == 1), "the plugin never ran"
+        assert eventually(lambda: len(cni_env.calls()) == 1), "the plugin never ran"
         [call] = cni_env.calls()
         runtime.kill()  # kill -9: no handler, no cleanup of its own
         runtime.wait(30)
         # Its plugin and what the plugin spawned are gone, not sleeping on for a minute.
-        assert _eventually(lambda: not _running(call["pid"]))
-        assert _eventually(lambda: not _running(call["sleeper_pid"]))
+        assert eventually(lambda: not process_runs(call["pid"]))
+        assert eventually(lambda: not process_runs(call["sleeper_pid"]))
     finally:
         if runtime.poll() is None:
             runtime.kill()
