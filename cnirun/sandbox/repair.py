@@ -65,15 +65,17 @@ def repair(docker: Docker, store: RecordStore, record: SandboxRecord) -> list[st
 
 def _start_what_docker_could_not(docker: Docker, record: SandboxRecord) -> None:
     """Start a workload whose restart policy wants it running but whose start failed only
-    because its infra was not up yet: after an engine restart, Docker 28 starts the two in
-    any order and does not try again."""
+    because its infra was not up yet: after an engine restart, Docker (26 and 28 seen) starts
+    the two in any order and does not try again."""
     for row in docker.containers(record.id, ROLE_WORKLOAD):
         info = docker.inspect(row["Id"]) or {}
         state, host = info.get("State"), info.get("HostConfig")
         if not isinstance(state, dict) or not isinstance(host, dict) or state.get("Running"):
             continue
         policy = (host.get("RestartPolicy") or {}).get("Name")
-        if policy in RESTARTING and "network namespace" in str(state.get("Error") or ""):
+        # Docker 26: "cannot join network of a non running container"; 28: "... network
+        # namespace of ...".
+        if policy in RESTARTING and "cannot join network" in str(state.get("Error") or ""):
             log.warning("sandbox %s: starting its workload, as its restart policy says",
                         record.id[:12])  # fmt: skip
             docker.start(row["Id"])
