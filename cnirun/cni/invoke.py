@@ -275,19 +275,20 @@ class RawExec:
         raise AssertionError("unreachable")
 
 
-# The guardian: a shell that kills the process groups of the plugins still running when
+# The guardian: a shell that ends the process groups of the plugins still running when
 # cnirun dies. It reads `+ <pgid>` (a plugin started, leading its own group) and `- <pgid>`
 # (it was reaped) from a pipe whose only write end is ours; EOF means we are gone, even by
-# kill -9, and it kills what is left. So a plugin never outlives cnirun: a later cnirun that
-# takes the network's lock cannot interleave with it, and the lock (never passed to plugins)
-# is free the moment cnirun dies.
+# kill -9. It then gives what is left 10 s to finish, and kills it: a plugin cut off in the
+# middle of its work leaves what its own DEL cannot undo (bridge's masquerade rule without
+# its chain, so every later DEL fails), while one that hangs is still gone in bounded time,
+# and the lock (never passed to plugins) is free the moment cnirun dies.
 #
 # Why not PR_SET_PDEATHSIG in the child: it needs preexec_fn, which turns off subprocess's
 # vfork path and cost 2-4 ms per plugin here (the guardian costs two small pipe writes);
 # it fires when the forking *thread* exits, not the process; and it reaches only the plugin,
 # not the helpers of its group (bridge's iptables), which killing the group does.
-# What is left: between cnirun's death and the guardian's kill lie a few milliseconds in
-# which a new cnirun could already take the lock while the old plugin is being killed.
+# What is left: within those 10 s a new cnirun on the same network (a gc, say) can take the
+# lock while the old plugin finishes; its DEL then races the plugin's last steps.
 _GUARDIAN_SCRIPT = """
 groups=' '
 while read -r op pg; do
@@ -295,6 +296,14 @@ while read -r op pg; do
     +) case $groups in *" $pg "*) ;; *) groups="$groups$pg " ;; esac ;;
     -) case $groups in *" $pg "*) groups="${groups%% $pg *} ${groups#* $pg }" ;; esac ;;
   esac
+done
+i=0
+while [ $i -lt 100 ]; do
+  alive=
+  for pg in $groups; do kill -0 "-$pg" 2>/dev/null && alive=1; done
+  [ -z "$alive" ] && exit 0
+  sleep 0.1
+  i=$((i+1))
 done
 for pg in $groups; do kill -9 "-$pg" 2>/dev/null; done
 """

@@ -77,3 +77,22 @@ def test_a_plugin_dies_with_its_runtime_and_the_lock_is_free_at_once(cni_env: Cn
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+
+
+def test_a_plugin_busy_when_its_runtime_dies_may_finish_its_work(cni_env: CniEnv) -> None:
+    """Killed mid-work, a plugin leaves what its own DEL cannot undo (bridge's masquerade
+    rule without its chain): the guardian lets a plugin that ends soon end by itself."""
+    net = cni_env.network([{"type": "fake", "fake": {"ADD": {"sleep": 1, "log_end": True}}}])
+    runtime = subprocess.Popen(
+        [sys.executable, "-c", RUNTIME, str(cni_env.bin_a), str(cni_env.cache), net.bytes.decode()],
+        cwd=REPO,
+    )
+    try:
+        assert eventually(lambda: len(cni_env.calls()) == 1), "the plugin never ran"
+        runtime.kill()  # kill -9 while the plugin is still at work
+        runtime.wait(30)
+        assert eventually(lambda: any(c.get("end") == "ADD" for c in cni_env.calls()))
+    finally:
+        if runtime.poll() is None:
+            runtime.kill()
+            runtime.wait()
