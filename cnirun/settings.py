@@ -24,6 +24,9 @@ DEFAULT_CNI_TIMEOUT = 120.0
 # Seconds a DEL may take when the caller does not say: a DEL only undoes, and a hung one
 # holds its network's lock, `rm -f`, `stop` and `gc`; --cni-timeout sets both.
 DEFAULT_CNI_DEL_TIMEOUT = 30.0
+# Started, network-less infra containers kept ready for the next run (CNIRUN_INFRA_POOL).
+DEFAULT_INFRA_POOL = 1
+MAX_INFRA_POOL = 8
 # Seconds a plugin gets to answer VERSION where cnirun only asks (doctor, network, version).
 VERSION_TIMEOUT = 10.0
 
@@ -46,6 +49,17 @@ def seconds(text: str, where: str, *, positive: bool = False) -> float:
     return value
 
 
+def _pool_size(text: str) -> int:
+    if not text.strip():
+        return DEFAULT_INFRA_POOL
+    if not text.strip().isdigit() or int(text) > MAX_INFRA_POOL:
+        raise SettingsError(
+            f"CNIRUN_INFRA_POOL: {text!r} is not a number of containers from 0 (no pool)"
+            f" to {MAX_INFRA_POOL}"
+        )
+    return int(text)
+
+
 def plugin_dir_list(text: str) -> tuple[str, ...]:
     """`a:b` as absolute directories (a record that outlives the cwd must not change meaning)."""
     return tuple(os.path.abspath(d) for d in text.split(":") if d)
@@ -64,6 +78,7 @@ class Settings:
         "stop_timeout",
         "cni_timeout",
         "cni_del_timeout",
+        "infra_pool",
     )
 
     def __init__(
@@ -78,6 +93,7 @@ class Settings:
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         cni_timeout: float = DEFAULT_CNI_TIMEOUT,
         cni_del_timeout: float = DEFAULT_CNI_DEL_TIMEOUT,
+        infra_pool: int = 0,
     ) -> None:
         self.environ = environ
         self.netconf_dir = netconf_dir
@@ -88,6 +104,7 @@ class Settings:
         self.stop_timeout = stop_timeout
         self.cni_timeout = cni_timeout
         self.cni_del_timeout = cni_del_timeout
+        self.infra_pool = infra_pool
 
     @classmethod
     def load(
@@ -129,6 +146,7 @@ class Settings:
             stop_timeout=seconds(stop, "CNIRUN_STOP_TIMEOUT") if stop else DEFAULT_STOP_TIMEOUT,
             cni_timeout=timeout,
             cni_del_timeout=del_timeout,
+            infra_pool=_pool_size(env.get("CNIRUN_INFRA_POOL", "")),
         )
 
     def get(self, name: str, default: str = "") -> str:

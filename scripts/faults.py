@@ -185,6 +185,7 @@ class Campaign:
             CNIRUN_CACHE_DIR=str(self.cache_dir),
             CNIRUN_STATE_DIR=str(state or self.state_dir),
             CNIRUN_STOP_TIMEOUT=GRACE,
+            CNIRUN_INFRA_POOL="0",  # its kill points are each run's own infra's
             DOCKER_HOST=HOST_ENGINE,
             FAKE_LOG=str(self.fake_log),
         )

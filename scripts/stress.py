@@ -62,7 +62,7 @@ SANDBOX_ID_RE = re.compile(r"\b(?:cnirun-(?:infra-)?)?([0-9a-f]{32})\b")
 SCRUBBED = (
     "NETCONFPATH", "CNI_PATH", "CNI_ARGS", "CAP_ARGS", "CNI_IFNAME", "CNI_COMMAND",
     "CNI_CONTAINERID", "CNI_NETNS", "CNIRUN_CACHE_DIR", "CNIRUN_STATE_DIR", "CNIRUN_DEBUG",
-    "CNIRUN_STOP_TIMEOUT", "CNIRUN_DEFAULT_NETWORK", "CNIRUN_DEFAULT_BRIDGE",
+    "CNIRUN_STOP_TIMEOUT", "CNIRUN_INFRA_POOL", "CNIRUN_DEFAULT_NETWORK", "CNIRUN_DEFAULT_BRIDGE",
     "CNIRUN_DEFAULT_SUBNET", "CNIRUN_TEST_KILL_AT", "DOCKER_HOST", "DOCKER_CONTEXT",
 )  # fmt: skip
 
@@ -675,9 +675,10 @@ def teardown(world: World, engines: list[Engine]) -> None:
         if res.out.split():
             world.docker(engine.host, None, "rm", "-f", *res.out.split())
     for engine in engines:
-        world.cnirun(engine.host, "end: cnirun gc", ["gc"], count=False)
+        # --all: the infra pool's members too (runs here use the default pool).
+        world.cnirun(engine.host, "end: cnirun gc --all", ["gc", "--all"], count=False)
     for engine in engines:
-        res = world.cnirun(engine.host, "end: second cnirun gc", ["gc"], count=False)
+        res = world.cnirun(engine.host, "end: second cnirun gc", ["gc", "--all"], count=False)
         if "nothing to reclaim" not in res.out + res.err:
             STATS.note(
                 STATS.leftovers,

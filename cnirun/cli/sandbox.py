@@ -50,6 +50,9 @@ STOP_TIME = typer.Option(
     None, "--time", "-t", min=0, help="Seconds to wait before killing the workload."
 )
 DRY_RUN = typer.Option(False, "--dry-run", help="Only print what would be reclaimed.")
+POOL_TOO = typer.Option(
+    False, "--all", help="Also remove the infra pool's ready containers (CNIRUN_INFRA_POOL)."
+)
 
 _sandboxes = lists.sandboxes
 
@@ -184,19 +187,21 @@ def rm(refs: list[str] = REFS, force: bool = FORCE) -> None:
     _each(refs, lambda d, s, box: registry.remove(d, s, box, force), discard_invalid=force)
 
 
-def gc(dry_run: bool = DRY_RUN) -> None:
+def gc(dry_run: bool = DRY_RUN, all_too: bool = POOL_TOO) -> None:
     """Reclaim every sandbox, infra container, netns holder and CNI attachment of
-    cnirun's whose owner is gone. Live sandboxes and others' attachments are never touched.
+    cnirun's whose owner is gone. Live sandboxes and others' attachments are never touched;
+    the infra pool's ready containers only with --all.
 
     \b
     Examples:
       cnirun gc --dry-run
       cnirun gc
+      cnirun gc --all
     """
     from cnirun.sandbox import reclaim
 
     settings = command_settings()
-    report = reclaim.gc(*_sandboxes(settings), settings, dry_run=dry_run)
+    report = reclaim.gc(*_sandboxes(settings), settings, dry_run=dry_run, with_pool=all_too)
     prefix = "would reclaim: " if dry_run else "reclaimed: "
     for action in report.actions:
         say(prefix + action)

@@ -222,24 +222,37 @@ class Docker:
         info = self._call(
             f"inspect {name}", "GET", engine.api_path("/containers/{}/json", container_id)
         )
-        state = _field(info, "State", dict, f"inspect {name}")
-        config = _field(info, "Config", dict, f"inspect {name}")
-        pid = state.get("Pid") or 0
-        if not state.get("Running") or not isinstance(pid, int) or pid <= 0:
+        infra = _running_infra(name, info, container_id)
+        if infra is None:
             raise DockerRuntimeError(f"the infra container {name} exited right after it started")
-        if _same_netns(pid):
+        log.debug("docker: started infra %s, pid %d", name, infra.pid)
+        return infra
+
+    def adopt_infra(self, sandbox_id: str, state_dir: str) -> Infra | None:
+        """The running infra container made earlier for `sandbox_id` (a pooled one); None
+        when it is gone, not running, paused, or not labelled as that sandbox's of
+        `state_dir` (what a name alone cannot prove)."""
+        name = infra_name(sandbox_id)
+        status, info = self._try("GET", engine.api_path("/containers/{}/json", name))
+        if status != 200 or not isinstance(info, dict):
+            return None
+        config = info.get("Config")
+        labels = (config.get("Labels") if isinstance(config, dict) else None) or {}
+        state = info.get("State")
+        if (
+            labels.get(LABEL_SANDBOX) != sandbox_id
+            or labels.get(LABEL_ROLE) != ROLE_INFRA
+            or labels.get(LABEL_STATE_DIR) != state_dir
+            or not isinstance(state, dict)
+            or state.get("Paused")
+            or state.get("Restarting")
+        ):
+            return None
+        try:
+            return _running_infra(name, info)
+        except DockerRuntimeError:
+            return None
             # CNI would then configure the host's own network: never go on.
-            raise DockerRuntimeError(
-                f"the infra container {name} shares this host's network namespace"
-            )
-        log.debug("docker: started infra %s, pid %d", name, pid)
-        return Infra(
-            id=container_id,
-            name=name,
-            pid=pid,
-            hostname=str(config.get("Hostname") or ""),
-            domainname=str(config.get("Domainname") or ""),
-        )
 
     def inspect(self, container: str) -> dict[str, Any] | None:
         """`docker inspect` of a container; None when there is no such container."""
@@ -362,3 +375,27 @@ class Docker:
                 if isinstance(subnet, str):
                     found.append(subnet)
         return found
+
+
+def _running_infra(name: str, info: Any, container_id: str = "") -> Infra | None:
+    """The Infra an inspect answer describes; None when it is not running.
+
+    Raises:
+        DockerRuntimeError: the answer is not an inspect's, or the container shares this
+            host's network namespace (CNI would then configure the host's own network).
+    """
+    container_id = container_id or _field(info, "Id", str, f"inspect {name}")
+    state = _field(info, "State", dict, f"inspect {name}")
+    config = _field(info, "Config", dict, f"inspect {name}")
+    pid = state.get("Pid") or 0
+    if not state.get("Running") or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    if _same_netns(pid):
+        raise DockerRuntimeError(f"the infra container {name} shares this host's network namespace")
+    return Infra(
+        id=container_id,
+        name=name,
+        pid=pid,
+        hostname=str(config.get("Hostname") or ""),
+        domainname=str(config.get("Domainname") or ""),
+    )

@@ -32,7 +32,7 @@ from cnirun.docker.runtime import (
 )
 from cnirun.errors import CnirunError
 from cnirun.host import netns
-from cnirun.sandbox import owners
+from cnirun.sandbox import owners, pool
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
 from cnirun.sandbox.registry import UP_STATES, Sandbox, load_all
 from cnirun.sandbox.teardown import teardown
@@ -73,8 +73,11 @@ def _attempting(action: Callable[[], object]) -> Callable[[], list[str]]:
 class _Selection:
     """The state gc judges by, read once."""
 
-    def __init__(self, docker: Docker, store: RecordStore, settings: Settings) -> None:
+    def __init__(
+        self, docker: Docker, store: RecordStore, settings: Settings, with_pool: bool = False
+    ) -> None:
         self.docker, self.store, self.settings = docker, store, settings
+        self.with_pool = with_pool
         # What exists first, then the records: a run records a sandbox before creating any of
         # its containers, netns holders or attachments, so whatever is listed here and
         # belongs to a live run has its record read below (the other order races a new run).
@@ -82,6 +85,7 @@ class _Selection:
         self.held = netns.list_held(CNI_ID_PREFIX)
         self.cached = ResultCache(settings.cache_dir).attachments()
         self.sandboxes, self.broken = load_all(docker, store)
+        self.pooled = pool.members(store.state_dir)  # judged on their own: see _pool_items
         mine = store.state_dir
         # Sandboxes of another state dir (another cnirun installation) are not ours to judge.
         foreign = {
@@ -99,7 +103,7 @@ class _Selection:
         }
         # Anything of a recorded sandbox goes with its record's teardown, or stays with it.
         self.up = up
-        self.skip = live | foreign | up | {s.record.id for s in self.sandboxes}
+        self.skip = live | foreign | up | {s.record.id for s in self.sandboxes} | set(self.pooled)
         self._removed_infra: list[str] = []  # leftover infra containers gc removes
         self.cni = self._cni(settings.plugin_dirs)
         self.gc_networks: dict[str, CacheEntry] = {}
@@ -127,6 +131,7 @@ class _Selection:
             for i in self.broken
             if not owners.not_mine(i, mine) and i not in self.up
         ]
+        items += self._pool_items()
         for sandbox_id in self.store.unrecorded():
             if self._leftover(sandbox_id):
                 discard = _attempting(functools.partial(self.store.discard, sandbox_id))
@@ -157,6 +162,39 @@ class _Selection:
             release = functools.partial(self._release, name)
             items.append(Reclaim(f"netns /run/netns/{name}: released", release))
         return items
+
+    def _pool_items(self) -> list[Reclaim]:
+        """Infra pool members that are not ready to be claimed (all of them with `--all`):
+        a stopped or vanished container, or a marker whose filler died before making one."""
+        items = []
+        infra = {
+            (c.get("Labels") or {}).get(LABEL_SANDBOX, ""): c
+            for c in self.containers
+            if (c.get("Labels") or {}).get(LABEL_ROLE) == ROLE_INFRA
+        }
+        for sandbox_id in self.pooled:
+            container = infra.get(sandbox_id)
+            if container is None:
+                marker = pool.read_marker(self.store.state_dir, sandbox_id)
+                if marker is not None and marker.filler_alive():
+                    continue  # being made
+                forget = functools.partial(pool.forget, self.store.state_dir, sandbox_id)
+                what = f"infra pool member {sandbox_id}: stale marker removed"
+                items.append(Reclaim(what, _attempting(forget)))
+            elif self.with_pool or container.get("State") != "running":
+                cid = container["Id"]
+                run = functools.partial(self._remove_member, sandbox_id, cid)
+                items.append(Reclaim(f"infra pool member {cid[:12]}: removed", run))
+        return items
+
+    def _remove_member(self, sandbox_id: str, container_id: str) -> list[str]:
+        # The marker first: a run that claims it meanwhile finds it gone and makes its own.
+        try:
+            if not pool.forget(self.store.state_dir, sandbox_id):
+                return []  # a run claimed it after all: its infra now
+        except OSError as e:
+            return [f"infra pool member {sandbox_id}: {e}"]
+        return _attempt(lambda: self.docker.remove(container_id))
 
     @functools.cached_property
     def _infra_pids(self) -> set[int]:
@@ -244,10 +282,17 @@ def reclaimable(docker: Docker, store: RecordStore, settings: Settings) -> list[
     return [item.what for item in _Selection(docker, store, settings).items()]
 
 
-def gc(docker: Docker, store: RecordStore, settings: Settings, dry_run: bool = False) -> GcReport:
-    """Reclaim everything of cnirun's whose owner is gone; never touch live sandboxes."""
+def gc(
+    docker: Docker,
+    store: RecordStore,
+    settings: Settings,
+    dry_run: bool = False,
+    with_pool: bool = False,
+) -> GcReport:
+    """Reclaim everything of cnirun's whose owner is gone; never touch live sandboxes.
+    `with_pool`: the infra pool's ready members too (see cnirun.sandbox.pool)."""
     report = GcReport()
-    selection = _Selection(docker, store, settings)
+    selection = _Selection(docker, store, settings, with_pool)
     for item in selection.items():
         report.actions.append(item.what)
         if not dry_run:

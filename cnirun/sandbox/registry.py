@@ -23,7 +23,7 @@ from cnirun.docker.runtime import (
 )
 from cnirun.errors import CnirunError, UsageError, suggestion
 from cnirun.host.etcfiles import ETC_FILES
-from cnirun.sandbox import names
+from cnirun.sandbox import names, pool
 from cnirun.sandbox.records import SANDBOX_ID, RecordStore, SandboxRecord
 from cnirun.sandbox.teardown import forget, teardown
 from cnirun.settings import Settings
@@ -246,6 +246,7 @@ def _damaged(store: RecordStore, broken: list[str], by_sandbox: Grouped) -> list
     `ps -a` lists them, so a live one is never lost."""
     # An infra of this state dir without a record: the record went (a run records before it
     # creates the infra, and teardown removes the infra before the record).
+    pooled = set(pool.members(store.state_dir))
     lost = [
         sandbox_id
         for sandbox_id, containers in by_sandbox.items()
@@ -253,6 +254,7 @@ def _damaged(store: RecordStore, broken: list[str], by_sandbox: Grouped) -> list
         and (containers[ROLE_INFRA].get("Labels") or {}).get(LABEL_STATE_DIR) == store.state_dir
         and SANDBOX_ID.fullmatch(sandbox_id)
         and not os.path.exists(store.path(sandbox_id))
+        and sandbox_id not in pooled  # an infra pool member: no sandbox (yet)
     ]
     found = []
     for sandbox_id in [*broken, *(i for i in lost if i not in broken)]:

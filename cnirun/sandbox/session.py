@@ -22,6 +22,7 @@ from cnirun.attach import Attachment, add_all
 from cnirun.cni.types import Result, RuntimeConf
 from cnirun.docker import workload
 from cnirun.docker.engine import EventStream
+from cnirun.docker.pause import PAUSE_IMAGE
 from cnirun.docker.pull import PullDisplay
 from cnirun.docker.runtime import (
     LABEL_STATE_DIR,
@@ -37,6 +38,7 @@ from cnirun.host import etcfiles, netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
 from cnirun.sandbox import names, owners, registry
 from cnirun.sandbox.plan import Plan
+from cnirun.sandbox.pool import Pool
 from cnirun.sandbox.records import (
     AttachmentRecord,
     RecordStore,
@@ -98,6 +100,10 @@ class Session:
         self.early_teardown: _EarlyTeardown | None = None
         # Which engine the sandbox is on, asked while the infra starts (see _learn_engine).
         self.engine_asked = threading.Thread(target=self._learn_engine, daemon=True)
+        args = plan.args
+        pooled = not (args.hostname or args.domainname) and plan.infra_image == PAUSE_IMAGE
+        size = plan.settings.infra_pool if pooled else 0
+        self.pool = Pool(docker, store.state_dir, plan.infra_image, size)
 
     def run(self) -> Outcome:
         self.guard.install()
@@ -125,6 +131,7 @@ class Session:
                     failures = teardown(
                         self.record, self.store, self.docker, True, self._signal_count
                     )
+            self.pool.wait()  # the next run's infra, made while this one's workload ran
             self.guard.restore(ignore=True)  # exiting now: a late signal must not change the code
         return Outcome(code, error, self.record.id, failures)
 
@@ -179,23 +186,31 @@ class Session:
         self.docker.ensure_infra_image(plan.infra_image, args.pull, self.display)
         registry.reconcile(self.docker, self.store)  # cheap: only ended detached sandboxes
         self.engine_asked.start()
+        # A started infra an earlier run left ready, if any: this sandbox takes its ID.
+        claimed = self.pool.claim(tuple(record.plugin_dirs)) if self.pool.size else None
+        if claimed is not None:
+            self._become(claimed[0])
         self.started = True
         self._save()
         owners.claim(record.id, self.store.state_dir, record.plugin_dirs)
         fault_point("record")
-        # A signal now would race the create request: the engine may not know the name yet
-        # when the remove comes. Hold signals until the ID is recorded, then stop.
-        self.guard.enter(Mode.DEFER)
-        infra = self.docker.create_infra(
-            InfraSpec(
-                sandbox_id=plan.sandbox_id,
-                image=plan.infra_image,
-                hostname=args.hostname,
-                domainname=args.domainname,
-                labels={LABEL_STATE_DIR: self.store.state_dir},
-            ),
-            created=self._record_infra,
-        )
+        if claimed is not None:
+            infra = claimed[1]
+            self._record_infra(infra.id)
+        else:
+            # A signal now would race the create request: the engine may not know the name
+            # yet when the remove comes. Hold signals until the ID is recorded, then stop.
+            self.guard.enter(Mode.DEFER)
+            infra = self.docker.create_infra(
+                InfraSpec(
+                    sandbox_id=plan.sandbox_id,
+                    image=plan.infra_image,
+                    hostname=args.hostname,
+                    domainname=args.domainname,
+                    labels={LABEL_STATE_DIR: self.store.state_dir},
+                ),
+                created=self._record_infra,
+            )
         self.guard.enter(Mode.ABORT)
         self.guard.checkpoint()
         fault_point("infra")
@@ -226,6 +241,13 @@ class Session:
         names.write_base(self.store, record, hosts)
         names.tell_peers(self.docker, self.store, self.record)
         return infra
+
+    def _become(self, sandbox_id: str) -> None:
+        """Take the ID of the pooled infra's sandbox (before anything is recorded)."""
+        self.plan = self.plan._replace(sandbox_id=sandbox_id)
+        self.record.id = sandbox_id
+        self.record.infra_name = infra_name(sandbox_id)
+        self.record.netns_name = f"cnirun-{sandbox_id}"
 
     def _record_infra(self, container_id: str) -> None:
         self.record.infra_id = container_id
@@ -277,13 +299,16 @@ class Session:
         launched = time.time()
         if not args.detach and args.restart == "no":  # a restarting workload needs its network
             self.early_teardown = _EarlyTeardown(
-                self.record, self.store, self.docker, self._signal_count
-            )
+                self.record, self.store, self.docker, self._signal_count,
+                on_died=self.pool.fill_in_background,
+            )  # fmt: skip
             self.early_teardown.start()
         environ = self.docker.endpoint.cli_environ(self.plan.settings.environ)
         try:
             child = subprocess.Popen(argv, env=environ)
             self.guard.set_child(child)
+            if self.early_teardown is None:  # else once the workload died: see _EarlyTeardown
+                self.pool.fill_in_background()
             status = child.wait()
             code = 128 - status if status < 0 else status
         finally:
@@ -359,10 +384,12 @@ class _EarlyTeardown(threading.Thread):
         store: RecordStore,
         docker: Docker,
         interrupted: Callable[[], int] | None = None,
+        on_died: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="early-teardown", daemon=True)
         self.record, self.store, self.docker = record, store, docker
         self.interrupted = interrupted
+        self.on_died = on_died
         self.failures: list[str] = []
         self.done = False
         self._lock = threading.Lock()
@@ -387,6 +414,9 @@ class _EarlyTeardown(threading.Thread):
             if not died or self._stopped:
                 return
         log.debug("the workload died: tearing down while its docker CLI finishes")
+        # The pool's next infra is made now, beside the DELs: made while the workload starts,
+        # it would slow that start down (the engine's work for both on the same cores).
+        self.on_died()
         try:
             self.failures = teardown(
                 self.record, self.store, self.docker, True, self.interrupted

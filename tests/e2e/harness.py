@@ -89,7 +89,7 @@ SCRUBBED_ENV = (
     "CNIRUN_CACHE_DIR",
     "CNIRUN_STATE_DIR",
     "CNIRUN_DEBUG",
-    "CNIRUN_STOP_TIMEOUT",
+    "CNIRUN_STOP_TIMEOUT", "CNIRUN_INFRA_POOL",
     "CNIRUN_DEFAULT_NETWORK",
     "CNIRUN_DEFAULT_BRIDGE",
     "CNIRUN_DEFAULT_SUBNET",
@@ -693,6 +693,9 @@ class Harness:
             CNI_PATH=PLUGIN_DIR,
             CNIRUN_CACHE_DIR=str(self.cache_dir),
             CNIRUN_STATE_DIR=str(self.state_dir),
+            # No infra pool unless a test asks (tests/e2e/test_pool.py): each run's own
+            # containers are then all it leaves, and the leak checks can say so exactly.
+            CNIRUN_INFRA_POOL="0",
             FAKE_LOG=str(self.fake_log),
         )
         env.update(self.overrides)

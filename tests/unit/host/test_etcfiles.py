@@ -164,6 +164,7 @@ class _Store:
 
     def __init__(self, files: str) -> None:
         self.files = files
+        self.state_dir = files
 
     def files_dir(self, sandbox_id: str) -> str:
         return self.files
