@@ -91,7 +91,7 @@ def test_names_and_aliases_answered_by_the_networks_dnsmasq(rig: Harness) -> Non
     alias = f"alias{rig.tag}"
     srv = detached(rig, network, "--network-alias", alias)
     keeper = detached(rig, network)  # keeps dnsmasq up once srv is gone
-    srv_ip = eth0_address(srv)
+    srv_ip, keeper_ip = eth0_address(srv), eth0_address(keeper)
     assert ipaddress.ip_address(srv_ip) != ipaddress.ip_address(gateway)
 
     # The workloads' resolv.conf points at the network's dnsmasq, on the bridge's address.
@@ -106,10 +106,20 @@ def test_names_and_aliases_answered_by_the_networks_dnsmasq(rig: Harness) -> Non
     assert answers(out, alias) == [srv_ip], out
     # And from a sandbox that was there before (its name too: `keeper`).
     out = sh("docker", "exec", srv, "nslookup", keeper, check=False).stdout
-    assert answers(out, keeper) == [eth0_address(keeper)], out
+    assert answers(out, keeper) == [keeper_ip], out
+
+    # The plugin's hosts file: one line per sandbox, its name first, then its aliases.
+    hosts_file = f"{leakcheck.DNSNAME_DIR}/{network}/addnhosts"
+    # The fresh clients had no --name: they were there under their hostname, and their DEL
+    # took them out again.
+    with open(hosts_file) as f:
+        lines = f.read().splitlines()
+    assert sorted(lines) == sorted([f"{srv_ip}\t{srv}\t{alias}", f"{keeper_ip}\t{keeper}"])
 
     # Removed: its name and alias stop resolving (dnsmasq still runs for `keeper`).
     assert rig.run("rm", "-f", srv).returncode == 0
+    with open(hosts_file) as f:
+        assert srv not in f.read()
     status, out = lookup(rig, network, f"nslookup {srv} {gateway}; nslookup {alias} {gateway}")
     assert answers(out, srv) == [] and answers(out, alias) == [], out
     assert "NXDOMAIN" in out, out
