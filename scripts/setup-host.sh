@@ -30,6 +30,8 @@ install_packages() {
     wanted+=(docker-registry debootstrap)
     # make bench: its cnitool reference (scripts/cnitool-ref), built offline against Debian's libcni.
     wanted+=(golang-go golang-github-appc-cni-dev)
+    # `network create --dns` and its e2e tests: the dnsname CNI plugin and the dnsmasq it runs.
+    wanted+=(golang-github-containernetworking-plugin-dnsname dnsmasq-base)
     command -v make >/dev/null || wanted+=(make)
     command -v python3 >/dev/null || wanted+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || wanted+=(python3-pip)

@@ -149,6 +149,46 @@ def link_leaks(links: Iterable[str]) -> list[str]:
     return [f"interface {n} still exists" for n in links if os.path.exists(f"/sys/class/net/{n}")]
 
 
+DNSNAME_DIR = "/run/containers/cni/dnsname"
+
+
+def dnsmasq_processes() -> list[tuple[int, str]]:
+    """(pid, command line) of every live dnsmasq (zombies have no command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"dnsmasq":
+            found.append((int(entry), b" ".join(argv).decode(errors="replace").strip()))
+    return found
+
+
+def dnsname_leaks(networks: Iterable[str], bridges: Iterable[str]) -> list[str]:
+    """What the dnsname plugin keeps per network: its dnsmasq, its state dir (config, hosts
+    file, pid file), and the INPUT rule it inserts for port 53 on the bridge."""
+    networks, bridges = _as_list(networks), _as_list(bridges)
+    leaks = [
+        f"dnsname state dir {DNSNAME_DIR}/{n} is still there"
+        for n in networks
+        if os.path.lexists(f"{DNSNAME_DIR}/{n}")
+    ]
+    for pid, cmdline in dnsmasq_processes():
+        hit = next((n for n in networks if f"{DNSNAME_DIR}/{n}/" in cmdline), None)
+        if hit is not None:
+            leaks.append(f"dnsmasq {pid} of network {hit} still runs: {cmdline}")
+    if bridges:
+        res = _run(["iptables-save", "-t", "filter"])
+        for line in res.stdout.splitlines():
+            if "--dport 53" in line and any(f"-i {b} " in line for b in bridges):
+                leaks.append(f"iptables -t filter: {line.strip()}")
+    return leaks
+
+
 def find_leaks(
     container_ids: Iterable[str],
     bridges: Iterable[str] = (),

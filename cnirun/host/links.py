@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from cnirun.errors import CnirunError
+
 log = logging.getLogger(__name__)
 
 
@@ -29,3 +31,21 @@ def delete_idle_bridge(bridge: str) -> bool:
         return False
     log.debug("deleted idle bridge %s", bridge)
     return True
+
+
+def drop_dns_rule(bridge: str) -> None:
+    """Remove the rule the dnsname plugin inserts for its dnsmasq and never removes
+    (`-A INPUT -i BRIDGE -p udp -m udp --dport 53 -j ACCEPT`), once its bridge is gone.
+
+    A failure is only a warning, as for the bridge itself.
+    """
+    from cnirun.host import localnet
+
+    rule = ("INPUT", "-i", bridge, "-p", "udp", "-m", "udp", "--dport", "53", "-j", "ACCEPT")
+    try:
+        for _ in range(8):  # one per ADD that raced to insert it; normally a single one
+            if localnet.iptables("-D", *rule, what="dnsname's DNS rule").returncode != 0:
+                break
+            log.debug("deleted dnsname's DNS rule of bridge %s", bridge)
+    except CnirunError as e:
+        log.warning("%s", e)

@@ -37,11 +37,11 @@ def needed(plugin_types: Iterable[str]) -> bool:
     return "portmap" in plugin_types
 
 
-def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `iptables -w -t filter ARGS`.
+def iptables(*args: str, what: str = "localhost guard") -> subprocess.CompletedProcess[str]:
+    """Run `iptables -w -t filter ARGS` (the one runner of cnirun's own iptables calls).
 
     Raises:
-        CnirunError: iptables is missing or does not answer.
+        CnirunError: iptables is missing or does not answer (the message starts with `what`).
     """
     binary = shutil.which("iptables") or "/usr/sbin/iptables"
     try:
@@ -52,7 +52,10 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
             timeout=TIMEOUT,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise CnirunError(f"localhost guard: cannot run iptables: {e}") from None
+        raise CnirunError(f"{what}: cannot run iptables: {e}") from None
+
+
+_iptables = iptables
 
 
 def present() -> bool:

@@ -31,6 +31,11 @@ EXTRA_PLUGINS = {
 }
 # Drivers whose container interface has a host-side veth peer, which the bandwidth plugin shapes.
 BANDWIDTH_DRIVERS = ("bridge", "ptp")
+# `network create --dns`: the dnsname plugin runs a dnsmasq on the bridge's addresses, so only
+# a bridge with a gateway address can have it. Its domain (podman's is dns.podman).
+DNS_DRIVERS = ("bridge",)
+DNS_PLUGIN = "dnsname"
+DNS_DOMAIN = "dns.cnirun"
 
 
 class IPRange(NamedTuple):
@@ -64,6 +69,7 @@ class NetworkSpec(NamedTuple):
     internal: bool = False
     labels: dict[str, str] | None = None
     default: bool = False
+    dns_domain: str = DNS_DOMAIN  # the dnsname plugin's domainName, when the chain has it
 
 
 def bridge_name_for(network: str) -> str:
@@ -105,6 +111,10 @@ def build_conflist(spec: NetworkSpec, plugins: Sequence[str]) -> JSONDict:
             chain.append({"type": "firewall"})
         elif plugin == "tuning":
             chain.append({"type": "tuning", "capabilities": {"mac": True}})
+        elif plugin == DNS_PLUGIN:  # after tuning, as podman has it
+            dns: JSONDict = {"type": DNS_PLUGIN, "domainName": spec.dns_domain}
+            dns["capabilities"] = {"aliases": True}  # `cnirun run --network-alias`
+            chain.append(dns)
         elif plugin == "bandwidth":  # last: it shapes the veth the chain so far has made
             chain.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
     import datetime  # here: it costs start-up time for every command
@@ -121,17 +131,23 @@ def build_conflist(spec: NetworkSpec, plugins: Sequence[str]) -> JSONDict:
     return {"cniVersion": spec.cni_version, "name": spec.name, MARKER_KEY: mark, "plugins": chain}
 
 
-def available_plugins(cni: CNIConfig, driver: str, bandwidth: bool | None = False) -> list[str]:
+def available_plugins(
+    cni: CNIConfig, driver: str, bandwidth: bool | None = False, dns: bool = False
+) -> list[str]:
     """The chain for `driver`: main plugin and host-local required, extras only if installed.
     `bandwidth`: True requires the bandwidth plugin at the end, None adds it if installed
-    (the built-in default network), False leaves it out.
+    (the built-in default network), False leaves it out. `dns` requires dnsname, after the
+    extras (podman's place for it) and before bandwidth.
 
     Raises:
-        ConfigError: the main plugin or host-local (or a required bandwidth) is missing.
+        ConfigError: the main plugin or host-local (or a required bandwidth or dnsname) is
+            missing.
     """
     missing = []
     extras = EXTRA_PLUGINS[driver]
     needed: tuple[str, ...] = (driver, "host-local")
+    if dns:
+        needed = (*needed, DNS_PLUGIN)
     if driver in BANDWIDTH_DRIVERS and bandwidth is None:
         extras = (*extras, "bandwidth")
     elif bandwidth:
@@ -142,9 +158,12 @@ def available_plugins(cni: CNIConfig, driver: str, bandwidth: bool | None = Fals
         except CNIError:
             missing.append(plugin)
     if missing:
+        package = "the CNI plugins"
+        if DNS_PLUGIN in missing:
+            package += " (dnsname: Debian's golang-github-containernetworking-plugin-dnsname)"
         raise ConfigError(
             f"CNI plugin(s) {', '.join(missing)} not found in {':'.join(cni.plugin_dirs)} "
-            "(install the CNI plugins or set --cni-path / $CNI_PATH)"
+            f"(install {package} or set --cni-path / $CNI_PATH)"
         )
     chain = [driver]
     skipped = []
@@ -154,6 +173,8 @@ def available_plugins(cni: CNIConfig, driver: str, bandwidth: bool | None = Fals
             chain.append(extra)
         except CNIError:
             skipped.append(extra)
+    if dns:
+        chain.append(DNS_PLUGIN)
     if bandwidth:
         chain.append("bandwidth")
     if skipped:

@@ -29,6 +29,8 @@ from cnirun.netconf.subnets import IPNetwork, UsedSubnet
 log = logging.getLogger(__name__)
 
 DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
+# Where the dnsname plugin finds dnsmasq (its PATH is cnirun's: a root shell's, or sudo's).
+DNSMASQ_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class CreateRequest(NamedTuple):
@@ -45,6 +47,7 @@ class CreateRequest(NamedTuple):
     labels: Sequence[str] = ()
     cni_version: str | None = None
     bandwidth: bool = False  # the bandwidth plugin, for `cnirun run --bandwidth`
+    dns: bool = False  # the dnsname plugin: names answered by a dnsmasq on the bridge
 
 
 def _names_in_use(netconf_dir: str) -> dict[str, str]:
@@ -146,8 +149,27 @@ def _check_options(req: CreateRequest) -> None:
         raise UsageError(
             f"--bandwidth needs a veth on the host (the bridge or ptp driver), not {req.driver}"
         )
+    if req.dns:
+        _check_dns(req)
     if (req.gateways or req.ip_ranges) and not req.subnets:
         raise UsageError("--gateway and --ip-range need --subnet")
+
+
+def _check_dns(req: CreateRequest) -> None:
+    if req.driver not in generate.DNS_DRIVERS:
+        raise UsageError(
+            f"--dns needs the bridge driver (dnsmasq listens on the bridge), not {req.driver}"
+        )
+    if req.internal:
+        raise UsageError(
+            "--dns and --internal exclude each other: an internal bridge has no address for "
+            "dnsmasq to listen on"
+        )
+    if shutil.which("dnsmasq", path=DNSMASQ_PATH) is None:
+        raise ConfigError(
+            f"--dns: the dnsname plugin runs dnsmasq, which is not in {DNSMASQ_PATH} "
+            "(install Debian's dnsmasq-base)"
+        )
 
 
 def _choose_subnets(req: CreateRequest, used: list[UsedSubnet]) -> list[IPNetwork]:
@@ -184,7 +206,7 @@ def create_network(configs: Configs, req: CreateRequest) -> str:
     _check_options(req)
     labels = _parse_labels(req.labels)
     netconf_dir, cni = configs.directory, configs.cni
-    plugins = generate.available_plugins(cni, req.driver, bandwidth=req.bandwidth)
+    plugins = generate.available_plugins(cni, req.driver, bandwidth=req.bandwidth, dns=req.dns)
     if req.cni_version:
         generate.check_version(cni, plugins, req.cni_version)
         version = req.cni_version
@@ -285,6 +307,9 @@ def inspect_network(configs: Configs, name: str) -> dict[str, Any]:
         if isinstance(ipam, dict) and isinstance(ipam.get("type"), str) and ipam["type"]:
             plugins.append(_plugin_info(cni, ipam["type"], f"ipam of {plugin.type}"))
     out["plugins"] = plugins
+    dns = next((p.raw for p in net.plugins if p.type == generate.DNS_PLUGIN), None)
+    if dns is not None:
+        out["dns"] = {"plugin": generate.DNS_PLUGIN, "domain": dns.get("domainName", "")}
     out["attachments"] = [_attachment(e) for e in attachments(cni.cache, name)]
     out["config"] = net.raw
     return out
@@ -327,7 +352,9 @@ def _cleanup_host_state(netconf_dir: str, net: NetworkConfigList) -> None:
     first = net.plugins[0].raw
     bridge = first.get("bridge") if first.get("type") == "bridge" else None
     if isinstance(bridge, str) and bridge and not _bridge_still_configured(netconf_dir, bridge):
-        links.delete_idle_bridge(bridge)
+        deleted = links.delete_idle_bridge(bridge)
+        if deleted and any(p.type == generate.DNS_PLUGIN for p in net.plugins):
+            links.drop_dns_rule(bridge)
     ipam = first.get("ipam")
     data_dir = ipam.get("dataDir") if isinstance(ipam, dict) else None
     if not isinstance(data_dir, str) or not data_dir:

@@ -15,7 +15,7 @@ from cnirun.docker.runtime import Docker
 from cnirun.dockerargs import PortMapping, RunArgs
 from cnirun.errors import CnirunError, UsageError
 from cnirun.netconf.select import Configs
-from cnirun.sandbox import names, published
+from cnirun.sandbox import dnsname, names, published
 from cnirun.sandbox.records import RecordStore
 from cnirun.settings import Settings
 
@@ -71,7 +71,10 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
         del_timeout=settings.cni_del_timeout,
     )
     nets = configs_for(settings, cni, docker).resolve(args.networks)
-    plans = [NetworkPlan(net, f"eth{index}", {}) for index, net in enumerate(nets)]
+    plans = [
+        NetworkPlan(net, f"eth{index}", dnsname.capability_args(net, args.aliases))
+        for index, net in enumerate(nets)
+    ]
     names.check_free(
         RecordStore(settings.state_dir), [n.name for n in nets], [args.name or "", *args.aliases]
     )

@@ -36,7 +36,7 @@ from cnirun.dockerargs import RunArgs
 from cnirun.errors import CnirunError, ExitCode
 from cnirun.host import etcfiles, netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
-from cnirun.sandbox import names, owners, registry
+from cnirun.sandbox import dnsname, names, owners, registry
 from cnirun.sandbox.plan import Plan
 from cnirun.sandbox.pool import Pool
 from cnirun.sandbox.records import (
@@ -226,7 +226,9 @@ class Session:
                     container_id=record.cni_container_id,
                     netns=record.netns_path,
                     ifname=network.ifname,
-                    cni_args=args.cni_args,
+                    cni_args=dnsname.cni_args(
+                        network.net, args.cni_args, args.name or infra.hostname
+                    ),
                     capability_args=network.capability_args,
                 ),
             )

@@ -966,6 +966,7 @@ class Harness:
                     if any(p in line for p in prefixes):
                         leaks.append(f"iptables -t {table}: {line}")
         leaks += privnet_leaks(self.privnet_ids)
+        leaks += leakcheck.dnsname_leaks(self.netnames, self.bridges)
         return list(dict.fromkeys(leaks))
 
     def assert_clean(self, ids: Iterable[str] = (), bridges: Sequence[str] | None = None) -> None:
@@ -1036,6 +1037,7 @@ class Harness:
             with contextlib.suppress(subprocess.TimeoutExpired, ValueError, OSError):
                 proc.communicate(timeout=10)
         self._purge_iptables()
+        self._purge_dnsname()
         for link in self.links + self.bridges:
             if link_exists(link):
                 quiet("ip", "link", "del", link)
@@ -1097,12 +1099,23 @@ class Harness:
     def _purge_iptables(self) -> None:
         """Drop rules still naming this test's IDs, networks or subnets (after a failure)."""
         needles = [*self._ids(), *self.netnames, *self._prefixes()]
+        needles += [f"-i {b} " for b in self.bridges]  # dnsname's port 53 rule
         if not needles:
             return
         for table in ("nat", "filter"):
             for line in sh("iptables-save", "-t", table).stdout.splitlines():
                 if line.startswith("-A ") and any(n in line for n in needles):
                     quiet("iptables", "-t", table, "-D", *shlex.split(line)[1:])
+
+    def _purge_dnsname(self) -> None:
+        """Stop the dnsmasq of this test's networks and drop their dnsname state (after a
+        failure: the plugin's DEL does it when the last container leaves)."""
+        for pid, cmdline in leakcheck.dnsmasq_processes():
+            if any(f"{leakcheck.DNSNAME_DIR}/{n}/" in cmdline for n in self.netnames):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        for name in self.netnames:
+            shutil.rmtree(Path(leakcheck.DNSNAME_DIR) / name, ignore_errors=True)
 
     def leftovers(self) -> list[str]:
         """After cleanup: anything of this test's at all (cnirun's or the harness's own)."""

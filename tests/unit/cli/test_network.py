@@ -322,3 +322,92 @@ def test_rm_refuses_networks_with_attachments_unless_forced(
     assert (lab.netconf / "busy.conflist").exists()
     assert cli(capsys, "network", "rm", "-f", "busy") == (0, "busy\n", "")
     assert not (lab.netconf / "busy.conflist").exists()
+
+
+# -- create --dns ---------------------------------------------------------------------------
+
+
+def dnsmasq_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, present: bool) -> None:
+    """Where `--dns` looks for dnsmasq: a dir of the test's, with or without it."""
+    where = tmp_path / ("with-dnsmasq" if present else "without-dnsmasq")
+    where.mkdir()
+    if present:
+        (where / "dnsmasq").write_text("#!/bin/sh\n")
+        (where / "dnsmasq").chmod(0o755)
+    monkeypatch.setattr(manage, "DNSMASQ_PATH", str(where))
+
+
+def test_create_dns_adds_dnsname_after_tuning_with_the_aliases_capability(
+    lab: CliLab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    lab.install({"dnsname": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]})
+    dnsmasq_on(monkeypatch, tmp_path, present=True)
+    assert cli(capsys, "network", "create", "ci", "--dns", "--bandwidth") == (0, "ci\n", "")
+    raw = conflist(lab, "ci")
+    assert [p["type"] for p in raw["plugins"]] == ["bridge", "portmap", "firewall", "tuning",
+                                                    "dnsname", "bandwidth"]  # fmt: skip
+    assert raw["plugins"][4] == {
+        "type": "dnsname", "domainName": generate.DNS_DOMAIN, "capabilities": {"aliases": True}
+    }  # fmt: skip
+    code, out, _ = cli(capsys, "network", "inspect", "ci")
+    assert code == 0
+    assert json.loads(out)[0]["dns"] == {"plugin": "dnsname", "domain": "dns.cnirun"}
+    assert "dnsname" not in json.dumps(conflist_of(lab, "plain", capsys))  # only when asked
+    code, out, _ = cli(capsys, "network", "inspect", "plain")
+    assert "dns" not in json.loads(out)[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--driver", "ptp"], "--dns needs the bridge driver (dnsmasq listens on the bridge),"
+                              " not ptp"),
+        (["--internal"], "--dns and --internal exclude each other: an internal bridge has no"
+                         " address for dnsmasq to listen on"),
+    ],
+)  # fmt: skip
+def test_create_dns_refuses_what_cannot_answer(
+    lab: CliLab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, args: list[str], message: str,
+) -> None:  # fmt: skip
+    lab.install({"dnsname": ["1.0.0"]})
+    dnsmasq_on(monkeypatch, tmp_path, present=True)
+    assert cli(capsys, "network", "create", "n", "--dns", *args) == (
+        125, "", f"cnirun: error: {message}\n"
+    )  # fmt: skip
+    assert not (lab.netconf / "n.conflist").exists()
+
+
+def test_create_dns_needs_the_plugin_and_dnsmasq(
+    lab: CliLab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    dnsmasq_on(monkeypatch, tmp_path, present=False)
+    code, out, err = cli(capsys, "network", "create", "n", "--dns")
+    assert (code, out) == (125, "")
+    assert err.startswith("cnirun: error: --dns: the dnsname plugin runs dnsmasq, which is not")
+    assert err.endswith("(install Debian's dnsmasq-base)\n")
+    dnsmasq_on(monkeypatch, tmp_path, present=True)
+    code, out, err = cli(capsys, "network", "create", "n", "--dns")
+    assert (code, out) == (125, "")
+    assert err.startswith("cnirun: error: CNI plugin(s) dnsname not found in ")
+    assert "golang-github-containernetworking-plugin-dnsname" in err
+    assert not (lab.netconf / "n.conflist").exists()
+
+
+def test_rm_drops_the_dns_rule_with_the_bridge_of_a_dns_network_only(
+    lab: CliLab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    lab.install({"dnsname": ["1.0.0"]})
+    dnsmasq_on(monkeypatch, tmp_path, present=True)
+    dropped: list[str] = []
+    monkeypatch.setattr(
+        links, "delete_idle_bridge", lambda b: lab.deleted_bridges.append(b) or True
+    )
+    monkeypatch.setattr(links, "drop_dns_rule", dropped.append)
+    for args in (["ci", "--dns", "--bridge", "brdns"], ["plain", "--bridge", "brplain"]):
+        assert cli(capsys, "network", "create", *args)[0] == 0
+    assert cli(capsys, "network", "rm", "ci", "plain")[0] == 0
+    assert (lab.deleted_bridges, dropped) == (["brdns", "brplain"], ["brdns"])
