@@ -316,6 +316,16 @@ def _here(sandbox: Sandbox) -> None:
         )
 
 
+def updatable(sandbox: Sandbox) -> None:
+    """Refuse `update` of a sandbox that is not up here (nothing to re-apply, or not ours)."""
+    _here(sandbox)
+    if sandbox.state not in (*UP_STATES, "exited", "created"):
+        raise UsageError(
+            f"sandbox {sandbox.record.id[:12]} is {sandbox.state}: only a sandbox that is up"
+            " can be updated (`cnirun gc` reclaims an orphaned one)"
+        )
+
+
 def remove(docker: Docker, store: RecordStore, sandbox: Sandbox, force: bool) -> list[str]:
     """Remove the workload (`force`: killed at once, as `docker rm -f`), then tear the
     sandbox down; return what could not be undone (with `force`, nothing is kept for it)."""
