@@ -49,6 +49,12 @@ BANDWIDTH = typer.Option(
     "--bandwidth",
     help="Add the bandwidth plugin, so `cnirun run --bandwidth` can limit the rates (bridge, ptp).",
 )
+ISOLATION = typer.Option(
+    None,
+    "--isolation",
+    metavar="POLICY",
+    help="same-bridge: the firewall plugin drops traffic from other isolated bridges (bridge).",
+)
 CNI_VERSION = typer.Option(
     None, "--cni-version", help="[default: the newest all its plugins support]"
 )
@@ -87,6 +93,7 @@ def create(
     internal: bool = INTERNAL,
     label: list[str] | None = LABEL,
     bandwidth: bool = BANDWIDTH,
+    isolation: str | None = ISOLATION,
     cni_version: str | None = CNI_VERSION,
     netconf_dir: str | None = NETCONF_DIR,
     cni_path: str | None = CNI_PATH,
@@ -98,6 +105,7 @@ def create(
       cnirun network create web --subnet 10.78.5.0/24
       cnirun network create lan --driver macvlan --parent eth1
       cnirun network create slow --bandwidth
+      cnirun network create front --isolation same-bridge
     """
     from cnirun.netconf import manage
 
@@ -113,6 +121,7 @@ def create(
         labels=label or [],
         cni_version=cni_version,
         bandwidth=bandwidth,
+        isolation=isolation,
     )
     manage.create_network(_writable(_configs(netconf_dir, cni_path)), req)
     say(name)

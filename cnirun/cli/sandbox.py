@@ -241,7 +241,7 @@ def update(
     settings = command_settings()
     docker, store = _sandboxes(settings)
     sandbox = registry.find(docker, store, ref)
-    registry.updatable(sandbox)
+    updating.updatable(sandbox)
     for line in updating.update(store, sandbox.record.id, request, settings.cache_dir):
         say(f"{ref}: {line}")
 

@@ -70,6 +70,31 @@ def clear_shaping(device: str) -> list[str]:
     return removed
 
 
+ISOLATION_COMMENT = "CNI firewall plugin rules (ingressPolicy: same-bridge)"
+
+
+def remove_isolation_rules(bridge: str) -> None:
+    """Remove the firewall plugin's two `ingressPolicy: same-bridge` rules of `bridge` (in
+    CNI-ISOLATION-STAGE-1 and -2, both families), which its DEL never removes. The chains
+    and FORWARD's jump to them are shared by every isolated bridge and stay. Failures are
+    only logged: there may be none, or no ip6tables."""
+    comment = ["-m", "comment", "--comment", ISOLATION_COMMENT]
+    rules = (
+        ("CNI-ISOLATION-STAGE-1", ["-i", bridge, "!", "-o", bridge, "-j", "CNI-ISOLATION-STAGE-2"]),
+        ("CNI-ISOLATION-STAGE-2", ["-o", bridge, "-j", "DROP"]),
+    )
+    for tool in ("iptables", "ip6tables"):
+        for chain, rule in rules:
+            argv = [tool, "-w", "-t", "filter", "-D", chain, *rule, *comment]
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                log.debug("%s: %s", " ".join(argv), e)
+                continue
+            if done.returncode == 0:
+                log.debug("removed %s's isolation rule from %s (%s)", bridge, chain, tool)
+
+
 def _tc(*args: str) -> str:
     try:
         done = subprocess.run(

@@ -45,6 +45,7 @@ class CreateRequest(NamedTuple):
     labels: Sequence[str] = ()
     cni_version: str | None = None
     bandwidth: bool = False  # the bandwidth plugin, for `cnirun run --bandwidth`
+    isolation: str | None = None  # the firewall plugin's ingressPolicy ("same-bridge")
 
 
 def _names_in_use(netconf_dir: str) -> dict[str, str]:
@@ -146,6 +147,12 @@ def _check_options(req: CreateRequest) -> None:
         raise UsageError(
             f"--bandwidth needs a veth on the host (the bridge or ptp driver), not {req.driver}"
         )
+    if req.isolation is not None and req.isolation not in generate.ISOLATIONS:
+        raise UsageError(
+            f'invalid --isolation "{req.isolation}": choose {", ".join(generate.ISOLATIONS)}'
+        )
+    if req.isolation == "same-bridge" and req.driver != "bridge":
+        raise UsageError(f"--isolation same-bridge needs the bridge driver, not {req.driver}")
     if (req.gateways or req.ip_ranges) and not req.subnets:
         raise UsageError("--gateway and --ip-range need --subnet")
 
@@ -185,6 +192,8 @@ def create_network(configs: Configs, req: CreateRequest) -> str:
     labels = _parse_labels(req.labels)
     netconf_dir, cni = configs.directory, configs.cni
     plugins = generate.available_plugins(cni, req.driver, bandwidth=req.bandwidth)
+    if req.isolation == "same-bridge":
+        generate.check_ingress_policy(cni, plugins)
     if req.cni_version:
         generate.check_version(cni, plugins, req.cni_version)
         version = req.cni_version
@@ -209,6 +218,7 @@ def create_network(configs: Configs, req: CreateRequest) -> str:
                 parent=req.parent,
                 internal=req.internal,
                 labels=labels,
+                isolation=req.isolation or "",
             )
             generate.write_conflist(path, generate.build_conflist(spec, plugins))
     except OSError as e:
@@ -328,6 +338,10 @@ def _cleanup_host_state(netconf_dir: str, net: NetworkConfigList) -> None:
     bridge = first.get("bridge") if first.get("type") == "bridge" else None
     if isinstance(bridge, str) and bridge and not _bridge_still_configured(netconf_dir, bridge):
         links.delete_idle_bridge(bridge)
+        if any(p.raw.get("ingressPolicy") == "same-bridge" for p in net.plugins):
+            # The firewall plugin's DEL leaves them on purpose (another network could share
+            # the bridge); no network has this bridge any more.
+            links.remove_isolation_rules(bridge)
     ipam = first.get("ipam")
     data_dir = ipam.get("dataDir") if isinstance(ipam, dict) else None
     if not isinstance(data_dir, str) or not data_dir:

@@ -39,6 +39,7 @@ from cnirun.sandbox.records import (
     process_runs,
     process_start,
 )
+from cnirun.sandbox.registry import UP_STATES, Sandbox
 from cnirun.testhooks import fault_point
 
 BANDWIDTH = "bandwidth"
@@ -62,6 +63,16 @@ class Step(NamedTuple):
     old: JSONDict
     new: JSONDict
     plugins: tuple[int, ...]
+
+
+def updatable(sandbox: Sandbox) -> None:
+    """Refuse `update` of a sandbox that is not set up here: still starting, orphaned,
+    damaged or another engine's (its workload may be stopped: the netns is still held)."""
+    if sandbox.state not in (*UP_STATES, "exited", "created"):
+        raise UsageError(
+            f"sandbox {sandbox.record.id[:12]} is {sandbox.state}: it cannot be updated"
+            " (`cnirun gc` reclaims an orphaned one; point DOCKER_HOST at another engine's)"
+        )
 
 
 def mapping(entry: dict[str, Any]) -> PortMapping:
@@ -197,7 +208,7 @@ def update(store: RecordStore, record_id: str, request: Request, cache_dir: str)
         record = store.load(record_id)
         if record.netns_path == "" or not record.attachments:
             raise UsageError(f"sandbox {record_id[:12]} has no CNI network to update")
-        if _interrupted(record):
+        if interrupted(record):
             settle(store, record)
         steps, ports = plan(record, request, store, cache_dir)
         if not steps:
@@ -273,7 +284,7 @@ def _roll_back(record: SandboxRecord, steps: Sequence[Step]) -> None:
     record.updating = None
 
 
-def _interrupted(record: SandboxRecord) -> bool:
+def interrupted(record: SandboxRecord) -> bool:
     """Whether the record has an update whose process is gone (killed mid-way)."""
     updating = record.updating
     if not updating:
@@ -317,7 +328,7 @@ def settle_locked(store: RecordStore, record_id: str) -> list[str]:
         if not exists:
             return []
         record = store.load(record_id)
-        if not _interrupted(record):
+        if not interrupted(record):
             return []
         try:
             settle(store, record)
