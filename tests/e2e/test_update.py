@@ -385,3 +385,23 @@ def test_isolation_is_refused_where_it_cannot_apply(rig: Harness, tmp_path: Path
     assert "needs a firewall plugin with ingressPolicy" in old.stderr
     assert list(rig.netconf_dir.iterdir()) == []
     rig.assert_clean()
+
+
+def test_cnirun_net_del_after_updates_undoes_what_is_in_place(rig: Harness) -> None:
+    net = rig.network(portmap=True, firewall=True, extra=[BANDWIDTH])
+    name, first, second = rig.name(), free_port(), free_port()
+    data = sandbox(rig, name, "--bandwidth", "ingress=8mbit")  # no port: portmap's DEL
+    sandbox_id = data["sandbox"]  # would do nothing with the args it was added with
+    update(rig, name, "-p", f"{first}:80", "--bandwidth", "ingress=6mbit")
+    update(rig, name, "--unpublish", "80")
+    update(rig, name, "-p", f"{second}:80", "--bandwidth", "egress=4mbit")
+    veth, ifb = host_devices(inspect(rig, name), net)
+    assert answers(second, name) and dnat_lines(first) == []
+    # libcni's way: no capability args given, so the cache's are used (cnitool does the same)
+    deleted = rig.net("del", net.name, data["netns"], "--container-id", f"cnirun-{sandbox_id}")
+    assert deleted.returncode == 0, deleted.explain()
+    assert dnat_lines(second) == [] and not link_exists(ifb) and not link_exists(veth)
+    assert iptables_lines(f"cnirun-{sandbox_id}") == []
+    removed = rig.run("rm", "-f", name)
+    assert removed.returncode == 0, removed.explain()
+    rig.assert_clean()
