@@ -2,7 +2,10 @@
 
 - `CNIRUN_TEST_KILL_AT=<point>`: cnirun SIGKILLs itself at that fault point (see
   `fault_point`), exactly as an outside `kill -9` at that moment would; the crash-safety
-  tests use it to prove that `cnirun gc` reclaims whatever is left.
+  tests use it to prove that `cnirun gc` reclaims whatever is left. `cnirun update` has
+  `update-recorded` (its intent saved, no plugin called), `update-deleted` (right after a
+  re-applied plugin's DEL, before its ADD) and `update-applied` (every ADD, cache write and
+  CHECK done, the record not yet committed).
 - `CNIRUN_RUSAGE_FILE=<path>`: at exit, write this process's own CPU seconds there (the
   benchmark's probe, which cannot otherwise tell cnirun's CPU from the docker CLI's).
 - `CNIRUN_DEFAULT_NETWORK`, `CNIRUN_DEFAULT_BRIDGE`, `CNIRUN_DEFAULT_SUBNET`: the name,

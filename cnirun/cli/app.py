@@ -68,6 +68,7 @@ COMMANDS: dict[str, Command] = {
     "restart": Command("cnirun.cli.sandbox", "restart", root=True),
     "rm": Command("cnirun.cli.sandbox", "rm", root=True),
     "gc": Command("cnirun.cli.sandbox", "gc", root=True),
+    "update": Command("cnirun.cli.sandbox", "update", root=True),
     "network": Command("cnirun.cli.network", "app"),
     "net": Command("cnirun.cli.net", "app"),
     "priv-net-run": Command(

@@ -83,6 +83,7 @@ def ps_fields(sandbox: Sandbox, no_trunc: bool = False) -> dict[str, Any]:
         "State": sandbox.state,
         "Ports": ", ".join(_port_text(p) for p in row["ports"]),
         "Bandwidth": _bandwidth_text(row["bandwidth"]),
+        "IngressPolicy": ",".join(f"{n}={p}" for n, p in row["ingressPolicy"].items()),
         "Names": ",".join(sandbox.names()),
         "Networks": row["networks"],
         "Addresses": row["addresses"],

@@ -55,6 +55,12 @@ DNS = typer.Option(
     help="Add the dnsname plugin: a dnsmasq on the bridge answers the sandboxes' names and "
     "aliases, and their resolv.conf points at it (bridge only; needs dnsmasq).",
 )
+ISOLATION = typer.Option(
+    None,
+    "--isolation",
+    metavar="POLICY",
+    help="same-bridge: the firewall plugin drops traffic from other isolated bridges (bridge).",
+)
 CNI_VERSION = typer.Option(
     None, "--cni-version", help="[default: the newest all its plugins support]"
 )
@@ -94,6 +100,7 @@ def create(
     label: list[str] | None = LABEL,
     bandwidth: bool = BANDWIDTH,
     dns: bool = DNS,
+    isolation: str | None = ISOLATION,
     cni_version: str | None = CNI_VERSION,
     netconf_dir: str | None = NETCONF_DIR,
     cni_path: str | None = CNI_PATH,
@@ -106,6 +113,7 @@ def create(
       cnirun network create lan --driver macvlan --parent eth1
       cnirun network create slow --bandwidth
       cnirun network create ci --dns
+      cnirun network create front --isolation same-bridge
     """
     from cnirun.netconf import manage
 
@@ -122,6 +130,7 @@ def create(
         cni_version=cni_version,
         bandwidth=bandwidth,
         dns=dns,
+        isolation=isolation,
     )
     manage.create_network(_writable(_configs(netconf_dir, cni_path)), req)
     say(name)

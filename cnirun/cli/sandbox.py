@@ -49,6 +49,20 @@ FORCE = typer.Option(False, "--force", "-f", help="Remove a running sandbox (kil
 STOP_TIME = typer.Option(
     None, "--time", "-t", min=0, help="Seconds to wait before killing the workload."
 )
+REF = typer.Argument(
+    ...,
+    metavar="SANDBOX",
+    autocompletion=complete_sandboxes,
+    help="Workload container ID, name or unique prefix (or sandbox ID).",
+)
+UPDATE_BANDWIDTH = typer.Option(
+    None,
+    "--bandwidth",
+    metavar="LIMITS",
+    help="New limits, as run's --bandwidth (they replace the old ones), or 'none'.",
+)
+PUBLISH = typer.Option(None, "--publish", "-p", metavar="SPEC", help="Publish one more port.")
+UNPUBLISH = typer.Option(None, "--unpublish", metavar="SPEC", help="Stop publishing a port.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Only print what would be reclaimed.")
 POOL_TOO = typer.Option(
     False, "--all", help="Also remove the infra pool's ready containers (CNIRUN_INFRA_POOL)."
@@ -185,6 +199,54 @@ def rm(refs: list[str] = REFS, force: bool = FORCE) -> None:
     from cnirun.sandbox import registry
 
     _each(refs, lambda d, s, box: registry.remove(d, s, box, force), discard_invalid=force)
+
+
+def update(
+    ref: str = REF,
+    bandwidth: list[str] | None = UPDATE_BANDWIDTH,
+    publish: list[str] | None = PUBLISH,
+    unpublish: list[str] | None = UNPUBLISH,
+) -> None:
+    """Change a running sandbox's bandwidth limits and published ports in place: only the
+    plugins concerned (bandwidth, portmap) are re-applied; its interface, address, MAC and
+    connections stay. On failure the previous policy is restored (exit 125).
+
+    \b
+    Examples:
+      cnirun update web --bandwidth ingress=10mbit,egress=2mbit
+      cnirun update web --bandwidth none
+      cnirun update web --publish 8443:443 --unpublish 8080:80
+    """
+    from cnirun.bandwidth import FLAG, Bandwidth, parse_bandwidth
+    from cnirun.dockerargs import parse_port_spec
+    from cnirun.sandbox import registry
+    from cnirun.sandbox import update as updating
+
+    limits: dict[str, int] | None = None
+    if bandwidth:
+        if bandwidth == ["none"]:
+            limits = {}
+        elif "none" in bandwidth:
+            raise UsageError(f"{FLAG} none cannot be given with limits")
+        else:
+            given: Bandwidth | None = None
+            for value in bandwidth:
+                given = parse_bandwidth(value, given)
+            assert given is not None
+            limits = given.to_cni()
+    request = updating.Request(
+        bandwidth=limits,
+        publish=tuple(m for spec in publish or [] for m in parse_port_spec(spec)),
+        unpublish=tuple(m for spec in unpublish or [] for m in parse_port_spec(spec)),
+    )
+    if request == updating.Request():
+        raise UsageError("nothing to update: give --bandwidth, --publish or --unpublish")
+    settings = command_settings()
+    docker, store = _sandboxes(settings)
+    sandbox = registry.find(docker, store, ref)
+    updating.updatable(sandbox)
+    for line in updating.update(store, sandbox.record.id, request, settings.cache_dir):
+        say(f"{ref}: {line}")
 
 
 def gc(dry_run: bool = DRY_RUN, all_too: bool = POOL_TOO) -> None:

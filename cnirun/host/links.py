@@ -1,9 +1,10 @@
-"""Host network devices cnirun itself removes (plugins create and delete everything else)."""
+"""Host network devices and qdiscs cnirun itself removes (plugins create and delete the rest)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 
 from cnirun.errors import CnirunError
 
@@ -49,3 +50,77 @@ def drop_dns_rule(bridge: str) -> None:
             log.debug("deleted dnsname's DNS rule of bridge %s", bridge)
     except CnirunError as e:
         log.warning("%s", e)
+
+
+def is_veth_end(device: str) -> bool:
+    """Whether host device `device` has a peer elsewhere (a veth; a bridge has none)."""
+    base = f"/sys/class/net/{os.path.basename(device)}"
+    try:
+        with open(f"{base}/iflink") as a, open(f"{base}/ifindex") as b:
+            return a.read().strip() != b.read().strip()
+    except OSError:
+        return False
+
+
+def clear_shaping(device: str) -> list[str]:
+    """Remove from host veth `device` what the bandwidth plugin's ADD put there and its DEL
+    leaves: a root `tbf` qdisc with handle 1: and the `ingress` qdisc (its redirect filter
+    goes with it). Anything else is left alone; a device that is gone has nothing. Returns
+    the qdiscs removed.
+
+    Raises:
+        CnirunError: tc cannot list or remove them.
+    """
+    if not is_veth_end(device):
+        return []
+    shown = _tc("qdisc", "show", "dev", device)
+    removed = []
+    for line in shown.splitlines():
+        words = line.split()
+        if words[1:4] == ["tbf", "1:", "root"]:
+            _tc("qdisc", "del", "dev", device, "root", "handle", "1:")
+            removed.append("tbf")
+        elif words[1:3] == ["ingress", "ffff:"]:
+            _tc("qdisc", "del", "dev", device, "ingress")
+            removed.append("ingress")
+    if removed:
+        log.debug("removed the bandwidth plugin's %s qdisc of %s", " and ".join(removed), device)
+    return removed
+
+
+ISOLATION_COMMENT = "CNI firewall plugin rules (ingressPolicy: same-bridge)"
+
+
+def remove_isolation_rules(bridge: str) -> None:
+    """Remove the firewall plugin's two `ingressPolicy: same-bridge` rules of `bridge` (in
+    CNI-ISOLATION-STAGE-1 and -2, both families), which its DEL never removes. The chains
+    and FORWARD's jump to them are shared by every isolated bridge and stay. Failures are
+    only logged: there may be none, or no ip6tables."""
+    comment = ["-m", "comment", "--comment", ISOLATION_COMMENT]
+    rules = (
+        ("CNI-ISOLATION-STAGE-1", ["-i", bridge, "!", "-o", bridge, "-j", "CNI-ISOLATION-STAGE-2"]),
+        ("CNI-ISOLATION-STAGE-2", ["-o", bridge, "-j", "DROP"]),
+    )
+    for tool in ("iptables", "ip6tables"):
+        for chain, rule in rules:
+            argv = [tool, "-w", "-t", "filter", "-D", chain, *rule, *comment]
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                log.debug("%s: %s", " ".join(argv), e)
+                continue
+            if done.returncode == 0:
+                log.debug("removed %s's isolation rule from %s (%s)", bridge, chain, tool)
+
+
+def _tc(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["tc", *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CnirunError(f"tc {' '.join(args)}: {e}") from None
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["failed"])[0]
+        raise CnirunError(f"tc {' '.join(args)}: {said}")
+    return done.stdout

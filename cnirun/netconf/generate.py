@@ -29,6 +29,8 @@ EXTRA_PLUGINS = {
     "macvlan": ("tuning",),
     "ipvlan": ("tuning",),
 }
+# `network create --isolation`: the firewall plugin's ingressPolicy values cnirun sets.
+ISOLATIONS = ("same-bridge",)
 # Drivers whose container interface has a host-side veth peer, which the bandwidth plugin shapes.
 BANDWIDTH_DRIVERS = ("bridge", "ptp")
 # `network create --dns`: the dnsname plugin runs a dnsmasq on the bridge's addresses, so only
@@ -70,6 +72,7 @@ class NetworkSpec(NamedTuple):
     labels: dict[str, str] | None = None
     default: bool = False
     dns_domain: str = DNS_DOMAIN  # the dnsname plugin's domainName, when the chain has it
+    isolation: str = ""  # the firewall plugin's ingressPolicy; "" leaves it out ("open")
 
 
 def bridge_name_for(network: str) -> str:
@@ -108,7 +111,10 @@ def build_conflist(spec: NetworkSpec, plugins: Sequence[str]) -> JSONDict:
         if plugin == "portmap" and not spec.internal:
             chain.append({"type": "portmap", "capabilities": {"portMappings": True}})
         elif plugin == "firewall":
-            chain.append({"type": "firewall"})
+            firewall: JSONDict = {"type": "firewall"}
+            if spec.isolation:
+                firewall["ingressPolicy"] = spec.isolation
+            chain.append(firewall)
         elif plugin == "tuning":
             chain.append({"type": "tuning", "capabilities": {"mac": True}})
         elif plugin == DNS_PLUGIN:  # after tuning, as podman has it
@@ -183,6 +189,32 @@ def available_plugins(
             "the network is created without them"
         )
     return chain
+
+
+def check_ingress_policy(cni: CNIConfig, plugins: Sequence[str]) -> None:
+    """Refuse `--isolation` unless the chain's firewall plugin knows `ingressPolicy` (from
+    plugins 1.1.0; an older one ignores the key, which would isolate nothing). Its binary
+    names the JSON key; the plugins print no release version (Debian's: "version unknown").
+
+    Raises:
+        ConfigError: no firewall plugin, or one without ingressPolicy.
+    """
+    if "firewall" not in plugins:
+        raise ConfigError(
+            "--isolation needs the firewall plugin, which is not installed"
+            f" in {':'.join(cni.plugin_dirs)}"
+        )
+    path = cni.exec.find_in_path("firewall", cni.plugin_dirs)
+    try:
+        with open(path, "rb") as binary:
+            known = b'json:"ingressPolicy' in binary.read(256 << 20)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    if not known:
+        raise ConfigError(
+            f"--isolation needs a firewall plugin with ingressPolicy (CNI plugins 1.1.0 or"
+            f" later); {path} does not have it"
+        )
 
 
 def _ipam_types(plugins: Sequence[str]) -> list[str]:

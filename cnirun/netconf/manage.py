@@ -48,6 +48,7 @@ class CreateRequest(NamedTuple):
     cni_version: str | None = None
     bandwidth: bool = False  # the bandwidth plugin, for `cnirun run --bandwidth`
     dns: bool = False  # the dnsname plugin: names answered by a dnsmasq on the bridge
+    isolation: str | None = None  # the firewall plugin's ingressPolicy ("same-bridge")
 
 
 def _names_in_use(netconf_dir: str) -> dict[str, str]:
@@ -151,6 +152,12 @@ def _check_options(req: CreateRequest) -> None:
         )
     if req.dns:
         _check_dns(req)
+    if req.isolation is not None and req.isolation not in generate.ISOLATIONS:
+        raise UsageError(
+            f'invalid --isolation "{req.isolation}": choose {", ".join(generate.ISOLATIONS)}'
+        )
+    if req.isolation == "same-bridge" and req.driver != "bridge":
+        raise UsageError(f"--isolation same-bridge needs the bridge driver, not {req.driver}")
     if (req.gateways or req.ip_ranges) and not req.subnets:
         raise UsageError("--gateway and --ip-range need --subnet")
 
@@ -207,6 +214,8 @@ def create_network(configs: Configs, req: CreateRequest) -> str:
     labels = _parse_labels(req.labels)
     netconf_dir, cni = configs.directory, configs.cni
     plugins = generate.available_plugins(cni, req.driver, bandwidth=req.bandwidth, dns=req.dns)
+    if req.isolation == "same-bridge":
+        generate.check_ingress_policy(cni, plugins)
     if req.cni_version:
         generate.check_version(cni, plugins, req.cni_version)
         version = req.cni_version
@@ -231,6 +240,7 @@ def create_network(configs: Configs, req: CreateRequest) -> str:
                 parent=req.parent,
                 internal=req.internal,
                 labels=labels,
+                isolation=req.isolation or "",
             )
             generate.write_conflist(path, generate.build_conflist(spec, plugins))
     except OSError as e:
@@ -355,6 +365,10 @@ def _cleanup_host_state(netconf_dir: str, net: NetworkConfigList) -> None:
         deleted = links.delete_idle_bridge(bridge)
         if deleted and any(p.type == generate.DNS_PLUGIN for p in net.plugins):
             links.drop_dns_rule(bridge)
+        if deleted and any(p.raw.get("ingressPolicy") == "same-bridge" for p in net.plugins):
+            # The firewall plugin's DEL leaves them on purpose (another network could share
+            # the bridge); no network has this bridge any more.
+            links.remove_isolation_rules(bridge)
     ipam = first.get("ipam")
     data_dir = ipam.get("dataDir") if isinstance(ipam, dict) else None
     if not isinstance(data_dir, str) or not data_dir:

@@ -49,8 +49,9 @@ def from_cni(entries: Any) -> list[HostPort]:
     return found
 
 
-def published(store: RecordStore, cache: ResultCache) -> list[Published]:
-    """Every host port the records of `store` and the attachments cached in `cache` hold.
+def published(store: RecordStore, cache: ResultCache, exclude: str = "") -> list[Published]:
+    """Every host port the records of `store` and the attachments cached in `cache` hold
+    (but those of CNI container ID `exclude`: a sandbox being updated).
 
     A record that cannot be read is skipped (logged): `gc` or `rm -f` reports and removes it.
 
@@ -66,11 +67,13 @@ def published(store: RecordStore, cache: ResultCache) -> list[Published]:
             log.debug("ports of %s unknown: %s", sandbox_id, e)
             continue
         recorded.add(record.cni_container_id)
+        if record.cni_container_id == exclude:
+            continue
         short = record.id[:12]
         hint = f"See `cnirun ps`; `cnirun rm -f {short}` frees it, or publish another host port."
         found += [Published(p, f"sandbox {short}", hint) for p in from_cni(record.ports)]
     for entry in cache.attachments():
-        if entry.container_id in recorded:
+        if entry.container_id in recorded or entry.container_id == exclude:
             continue  # the sandbox's own attachment, named above
         caps = entry.capability_args or {}
         holder = f"the CNI attachment {entry.container_id} of network {entry.network_name}"
@@ -87,11 +90,17 @@ def published(store: RecordStore, cache: ResultCache) -> list[Published]:
 
 
 def check_ports(
-    ports: Sequence[PortMapping], store: RecordStore, cache: ResultCache
+    ports: Sequence[PortMapping],
+    store: RecordStore,
+    cache: ResultCache,
+    exclude: str = "",
+    kept: Sequence[PortMapping] = (),
 ) -> list[PortMapping]:
     """Refuse the run's `-p`s if two of them overlap, if cnirun has published one already, or
     if a socket of the host holds one (Docker's errors, with what to do); return them with a
     free host port chosen for each `-p 80` (Docker picks one too; portmap needs a number).
+    `cnirun update --publish` passes the sandbox's CNI container ID as `exclude` and the
+    ports it keeps as `kept`: the new ones must not overlap those either.
 
     Raises:
         PortInUseError: `Bind for 0.0.0.0:80 failed: port is already allocated` (duplicates,
@@ -101,7 +110,9 @@ def check_ports(
     _check_duplicates(wanted)
     if not ports:
         return []
-    held = published(store, cache)
+    held = published(store, cache, exclude)
+    own = "See `cnirun port`; --unpublish it first to publish it again."
+    held += [Published(host_port(m), "this sandbox", own) for m in kept if m.host_port]
     for port in wanted:
         for other in held:
             if overlaps(port, other.port):

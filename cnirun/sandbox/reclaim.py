@@ -32,7 +32,7 @@ from cnirun.docker.runtime import (
 )
 from cnirun.errors import CnirunError
 from cnirun.host import netns
-from cnirun.sandbox import owners, pool
+from cnirun.sandbox import owners, pool, update
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
 from cnirun.sandbox.registry import UP_STATES, Sandbox, load_all
 from cnirun.sandbox.teardown import teardown
@@ -122,6 +122,12 @@ class _Selection:
         """In the order they must happen: sandboxes, then infra containers without a record,
         then their attachments (DEL while the netns is still held), then the holders."""
         items = [self._sandbox(s) for s in self.sandboxes if not s.live]
+        # A live sandbox whose `cnirun update` was killed: its old policy re-applied.
+        items += [
+            self._interrupted_update(s.record.id)
+            for s in self.sandboxes
+            if s.live and not s.elsewhere and update.interrupted(s.record)
+        ]
         # An unreadable record of a cnirun that still runs is that run's to finish.
         mine = self.store.state_dir
         # An unreadable record of a workload that is up stays too: `ps -a` lists it as
@@ -236,6 +242,10 @@ class _Selection:
             return failures + teardown(sandbox.record, self.store, self.docker)
 
         return Reclaim(f"sandbox {sandbox.record.id}: {sandbox.state}, tearing down", run)
+
+    def _interrupted_update(self, sandbox_id: str) -> Reclaim:
+        run = functools.partial(update.settle_locked, self.store, sandbox_id)
+        return Reclaim(f"sandbox {sandbox_id}: interrupted update rolled back", run)
 
     def _broken(self, sandbox_id: str) -> Reclaim:
         run = _attempting(functools.partial(self.store.discard, sandbox_id))

@@ -109,6 +109,7 @@ class SandboxRecord:
         infra_pid: int = 0,
         infra_start: str = "",
         aliases: list[str] | None = None,
+        updating: dict[str, Any] | None = None,
     ) -> None:
         self.id = id
         self.infra_name = infra_name
@@ -137,12 +138,17 @@ class SandboxRecord:
         self.infra_pid = infra_pid
         self.infra_start = infra_start
         self.aliases = aliases or []  # --network-alias: names its peers know it by
+        # An update under way (cnirun.sandbox.update): the old and new capability args of
+        # each attachment it re-applies, the old ports, and the updating process.
+        self.updating = updating
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))
         data["attachments"] = [a._asdict() for a in self.attachments]
         if data["cni_del_timeout"] is None:
             del data["cni_del_timeout"]
+        if data["updating"] is None:
+            del data["updating"]
         return data
 
     def cni(self) -> CNIConfig:

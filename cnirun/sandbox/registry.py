@@ -7,6 +7,7 @@ What is not live is reclaimed (see cnirun.sandbox.reclaim).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, NamedTuple
@@ -103,6 +104,23 @@ class Sandbox(NamedTuple):
                 return attachment.capability_args["bandwidth"]
         return None
 
+    def ingress_policy(self) -> dict[str, str]:
+        """Each network's firewall `ingressPolicy` as its recorded config sets it: `open`
+        (the plugin's default), `same-bridge`, or `none` (no firewall plugin)."""
+        policies = {}
+        for attachment in self.record.attachments:
+            try:
+                conf = json.loads(attachment.config)
+                plugins = conf.get("plugins") or [conf]
+                firewalls = [
+                    p for p in plugins if isinstance(p, dict) and p.get("type") == "firewall"
+                ]
+            except (ValueError, AttributeError):
+                firewalls = []
+            policy = str(firewalls[0].get("ingressPolicy") or "open") if firewalls else "none"
+            policies[attachment.network] = policy
+        return policies
+
     def row(self) -> dict[str, Any]:
         workload = self.workload or {}
         return {
@@ -116,6 +134,8 @@ class Sandbox(NamedTuple):
             "ports": self.record.ports,
             # --bandwidth's limits, as the CNI capability (bits/s, bits) the plugin was given
             "bandwidth": self.bandwidth(),
+            # the firewall plugin's ingressPolicy per network (`network create --isolation`)
+            "ingressPolicy": self.ingress_policy(),
             "state": self.state,
             "created": self.record.created,
         }

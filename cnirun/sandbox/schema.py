@@ -203,4 +203,32 @@ def _field(key: str, value: Any, sandbox_id: str) -> Any:
         if not (isinstance(value, str) and _PROCESS_START.fullmatch(value)):
             raise _fail(key, "not a process start time")
         return value
+    if key == "updating":
+        return _updating(value, key)
     raise _fail(key, "not a field of a sandbox record")
+
+
+def _updating(value: Any, field: str) -> dict[str, Any]:
+    """An update under way: its process, the ports before it, and per attachment (by index)
+    the capability args before and after it."""
+    raw = _object(value, field)
+    if set(raw) != {"pid", "start", "ports", "steps"}:
+        raise _fail(field, "needs exactly the keys pid, ports, start, steps")
+    pid = raw["pid"]
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise _fail(f"{field}.pid", "not a process ID")
+    if not (isinstance(raw["start"], str) and _PROCESS_START.fullmatch(raw["start"])):
+        raise _fail(f"{field}.start", "not a process start time")
+    ports = [_object(p, f"{field}.ports[{i}]") for i, p in enumerate(_items(raw["ports"], field))]
+    steps = []
+    for i, step in enumerate(_items(raw["steps"], f"{field}.steps")):
+        where = f"{field}.steps[{i}]"
+        step = _object(step, where)
+        index = step.get("attachment")
+        if set(step) != {"attachment", "from", "to"}:
+            raise _fail(where, "needs exactly the keys attachment, from, to")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < MAX_ITEMS:
+            raise _fail(f"{where}.attachment", "not an attachment's index")
+        old, new = _object(step["from"], f"{where}.from"), _object(step["to"], f"{where}.to")
+        steps.append({"attachment": index, "from": old, "to": new})
+    return {"pid": pid, "start": raw["start"], "ports": ports, "steps": steps}

@@ -56,10 +56,23 @@ def teardown(
                 "the record of sandbox %s was removed from outside: tearing down from memory",
                 record.id[:12],
             )
+        else:
+            record = _as_saved(record, store)
         try:
             return _teardown(record, store, docker, interrupted)
         except OSError as e:  # whatever the host refuses, the caller gets a line, not a trace
             return [f"{e.strerror or e}: {e.filename}" if e.filename else str(e)]
+
+
+def _as_saved(record: SandboxRecord, store: RecordStore) -> SandboxRecord:
+    """The record as saved now: `cnirun update` may have changed its attachments' capability
+    args since its owner read it (a DEL with the old ones would leave the new ports). The
+    one in memory when the saved one cannot be read."""
+    try:
+        return store.load(record.id)
+    except CnirunError as e:
+        log.debug("tearing down sandbox %s from memory: %s", record.id[:12], e)
+        return record
 
 
 def _still_there(record: SandboxRecord, docker: Docker) -> bool:
