@@ -96,6 +96,8 @@ def remove_isolation_rules(bridge: str) -> None:
     CNI-ISOLATION-STAGE-1 and -2, both families), which its DEL never removes. The chains
     and FORWARD's jump to them are shared by every isolated bridge and stay. Failures are
     only logged: there may be none, or no ip6tables."""
+    from cnirun.host import localnet
+
     comment = ["-m", "comment", "--comment", ISOLATION_COMMENT]
     rules = (
         ("CNI-ISOLATION-STAGE-1", ["-i", bridge, "!", "-o", bridge, "-j", "CNI-ISOLATION-STAGE-2"]),
@@ -103,11 +105,12 @@ def remove_isolation_rules(bridge: str) -> None:
     )
     for tool in ("iptables", "ip6tables"):
         for chain, rule in rules:
-            argv = [tool, "-w", "-t", "filter", "-D", chain, *rule, *comment]
             try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                log.debug("%s: %s", " ".join(argv), e)
+                done = localnet.iptables(
+                    "-D", chain, *rule, *comment, what="isolation rule", tool=tool
+                )
+            except CnirunError as e:
+                log.debug("%s", e)
                 continue
             if done.returncode == 0:
                 log.debug("removed %s's isolation rule from %s (%s)", bridge, chain, tool)

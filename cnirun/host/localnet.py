@@ -37,13 +37,16 @@ def needed(plugin_types: Iterable[str]) -> bool:
     return "portmap" in plugin_types
 
 
-def iptables(*args: str, what: str = "localhost guard") -> subprocess.CompletedProcess[str]:
-    """Run `iptables -w -t filter ARGS` (the one runner of cnirun's own iptables calls).
+def iptables(
+    *args: str, what: str = "localhost guard", tool: str = "iptables"
+) -> subprocess.CompletedProcess[str]:
+    """Run `iptables -w -t filter ARGS` (the one runner of cnirun's own iptables calls;
+    `tool="ip6tables"` for IPv6's table).
 
     Raises:
-        CnirunError: iptables is missing or does not answer (the message starts with `what`).
+        CnirunError: the tool is missing or does not answer (the message starts with `what`).
     """
-    binary = shutil.which("iptables") or "/usr/sbin/iptables"
+    binary = shutil.which(tool) or f"/usr/sbin/{tool}"
     try:
         return subprocess.run(
             [binary, "-w", "-t", "filter", *args],
@@ -52,7 +55,7 @@ def iptables(*args: str, what: str = "localhost guard") -> subprocess.CompletedP
             timeout=TIMEOUT,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise CnirunError(f"{what}: cannot run iptables: {e}") from None
+        raise CnirunError(f"{what}: cannot run {tool}: {e}") from None
 
 
 _iptables = iptables
