@@ -32,7 +32,7 @@ from cnirun.docker.runtime import (
 )
 from cnirun.errors import CnirunError
 from cnirun.host import netns
-from cnirun.sandbox import owners, pool, update
+from cnirun.sandbox import joins, owners, pool, update
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
 from cnirun.sandbox.registry import UP_STATES, Sandbox, load_all
 from cnirun.sandbox.teardown import teardown
@@ -128,6 +128,7 @@ class _Selection:
             for s in self.sandboxes
             if s.live and not s.elsewhere and update.interrupted(s.record)
         ]
+        items += self._interrupted_joins()
         # An unreadable record of a cnirun that still runs is that run's to finish.
         mine = self.store.state_dir
         # An unreadable record of a workload that is up stays too: `ps -a` lists it as
@@ -201,6 +202,22 @@ class _Selection:
         except OSError as e:
             return [f"infra pool member {sandbox_id}: {e}"]
         return _attempt(lambda: self.docker.remove(container_id))
+
+    def _interrupted_joins(self) -> list[Reclaim]:
+        """A live sandbox keeps its networks, but not one whose `network connect` or
+        `disconnect` died midway: that attachment is DELeted and dropped from it."""
+        found: dict[str, list[str]] = {}
+        live = [s for s in self.sandboxes if s.live and not s.elsewhere]
+        for sandbox, entry in joins.interrupted(live):
+            found.setdefault(sandbox.record.id, []).append(f"{entry.network} ({entry.ifname})")
+        return [
+            Reclaim(
+                f"sandbox {sandbox_id}: network {', '.join(nets)}: its connect or disconnect"
+                " was interrupted, deleting",
+                functools.partial(joins.finish, self.docker, self.store, sandbox_id),
+            )
+            for sandbox_id, nets in found.items()
+        ]
 
     @functools.cached_property
     def _infra_pids(self) -> set[int]:
