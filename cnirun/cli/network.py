@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cnirun.netconf.select import Configs
 
 app = typer.Typer(
-    help="Create, list, inspect and remove CNI network configs.",
+    help="Create, list, inspect and remove CNI network configs; connect and disconnect sandboxes.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )

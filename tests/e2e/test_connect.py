@@ -261,3 +261,54 @@ def test_disconnect_of_a_network_a_peer_shares_drops_only_that_networks_names(
     for name in (on_both, on_first, on_second):
         assert rig.run("rm", "-f", name).returncode == 0
     rig.assert_clean()
+
+
+def test_connect_ip_asks_for_the_address_within_the_networks_range(rig: Harness) -> None:
+    first, second = rig.network(), rig.network()
+    conf = json.loads(second.path.read_text())
+    conf["plugins"][0]["capabilities"] = {"ips": True}
+    second.path.write_text(json.dumps(conf))
+    box = detached(rig, "--network", first.name, IMAGE, "sleep", "600")
+    outside = str(first.subnet[20])
+    refused = rig.run("network", "connect", "--ip", outside, second.name, box)
+    assert refused.returncode == 125, refused.explain()
+    assert refused.stderr == (
+        f"cnirun: error: --ip {outside} is outside the address range of network"
+        f" {second.name}: {second.subnet}\n"
+    )
+    assert not has_link(box, "eth1")
+    wanted = second.subnet[20]
+    connected = rig.run("network", "connect", "--ip", str(wanted), second.name, box)
+    assert connected.returncode == 0, connected.explain()
+    assert address_of(box, "eth1").ip == wanted
+    assert networks_of(rig, box)[second.name]["IPAddress"] == str(wanted)
+    assert rig.run("rm", "-f", box).returncode == 0
+    rig.assert_clean()
+
+
+def test_the_dns_of_a_connected_network_is_in_resolv_conf_while_it_is_attached(
+    rig: Harness,
+) -> None:
+    cni_path = rig.fake_plugin()
+    env = rig.env(CNI_PATH=cni_path)
+    first = rig.network()
+    server_ip = "10.254.53.53"  # never asked: only written
+    second = rig.network(
+        extra=[{"type": "fake", "fake": {"ADD": {"result": "inject-dns", "dns": [server_ip]}}}]
+    )
+    box = rig.name()
+    started = rig.run("-d", "--name", box, *rig.label, "--network", first.name,
+                      "--dns", "10.254.0.1", IMAGE, "sleep", "600", env=env)  # fmt: skip
+    assert started.returncode == 0, started.explain()
+
+    def servers() -> list[str]:
+        text = sh("docker", "exec", box, "cat", "/etc/resolv.conf").stdout
+        return [ln.split()[1] for ln in text.splitlines() if ln.startswith("nameserver ")]
+
+    assert servers() == ["10.254.0.1"]
+    assert rig.run("network", "connect", second.name, box, env=env).returncode == 0
+    assert servers() == [server_ip, "10.254.0.1"]  # the network's first, --dns kept
+    assert rig.run("network", "disconnect", second.name, box, env=env).returncode == 0
+    assert servers() == ["10.254.0.1"]
+    assert rig.run("rm", "-f", box, env=env).returncode == 0
+    rig.assert_clean()
