@@ -198,13 +198,16 @@ def _add(
         results = add_all(record.cni(), [attachment], guard)
     except (CnirunError, Interrupted) as e:
         guard.enter(Mode.TEARDOWN)
-        if isinstance(e, Interrupted):  # the ADD went through: undo it
-            failures = del_all(record.cni(), [attachment])
-            if failures:  # keep it recorded: gc (or rm -f) retries its DEL
-                raise CnirunError(f"connect interrupted; {failures[0]}") from None
-        _forget(store, record, entry)  # a failed ADD was DELeted by the core already
+        # A failed ADD was rolled back by the core, best effort; an interrupted one was not.
+        # DEL it (again: DEL is idempotent) before the record forgets it.
+        failures = del_all(record.cni(), [attachment])
+        if failures:  # still recorded, marked: `cnirun gc` (or rm -f) retries the DEL
+            raise CnirunError(
+                f"{failures[0]}; it stays recorded: `cnirun gc` retries the DEL"
+            ) from None
+        _forget(store, record, entry)
         if isinstance(e, Interrupted):
-            raise ConnectInterrupted("connect interrupted: nothing was left") from None
+            raise ConnectInterrupted("connect interrupted: nothing of it is left") from None
         raise
     record.results[entry.network] = results[0].to_json()
     record.attachments[-1] = entry._replace(pending="")
@@ -251,8 +254,8 @@ def _del(store: RecordStore, record: SandboxRecord, entry: AttachmentRecord) -> 
     store.save(record)
     attachments, unreadable = recorded_attachments(_only(record, entry))
     failures = unreadable + del_all(record.cni(), attachments)
-    if failures:
-        record.attachments[index] = entry._replace(pending="")
+    if failures:  # as it was: attached (a retry DELs it), or gc's to retry
+        record.attachments[index] = entry
         store.save(record)
         raise CnirunError(
             f"cannot disconnect: {failures[0]}; it stays attached: fix the cause and retry"

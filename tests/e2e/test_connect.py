@@ -312,3 +312,37 @@ def test_the_dns_of_a_connected_network_is_in_resolv_conf_while_it_is_attached(
     assert servers() == ["10.254.0.1"]
     assert rig.run("rm", "-f", box, env=env).returncode == 0
     rig.assert_clean()
+
+
+def test_a_failed_add_leaves_nothing_and_a_failed_del_stays_attached(rig: Harness) -> None:
+    cni_path = rig.fake_plugin()
+    env = rig.env(CNI_PATH=cni_path)
+    first = rig.network()
+    failing_add = rig.network(extra=[{"type": "fake", "fake": {"ADD": {"fail": "no luck"}}}])
+    flag = rig.tmp / "del-fails"
+    failing_del = rig.network(extra=[{"type": "fake", "fake": {"DEL": {"fail_while": str(flag)}}}])
+    box = rig.name()
+    started = rig.run("-d", "--name", box, *rig.label, "--network", first.name, IMAGE,
+                      "sleep", "600", env=env)  # fmt: skip
+    assert started.returncode == 0, started.explain()
+    sandbox = rig.workload_sandbox(box)
+
+    failed = rig.run("network", "connect", failing_add.name, box, env=env)
+    assert failed.returncode == 125 and "no luck" in failed.stderr, failed.explain()
+    assert len(failed.stderr.splitlines()) == 1, failed.explain()
+    assert not has_link(box, "eth1") and ps_row(rig, box).split()[1] == first.name
+    assert not rig.cache_file(failing_add.name, f"cnirun-{sandbox}", "eth1").exists()
+
+    assert rig.run("network", "connect", failing_del.name, box, env=env).returncode == 0
+    flag.touch()
+    kept = rig.run("network", "disconnect", failing_del.name, box, env=env)
+    assert kept.returncode == 125, kept.explain()
+    assert "it stays attached: fix the cause and retry" in kept.stderr, kept.explain()
+    assert failing_del.name in ps_row(rig, box)
+    assert rig.run("gc", env=env).stdout == "nothing to reclaim\n"  # not interrupted: kept
+    flag.unlink()
+    retried = rig.run("network", "disconnect", failing_del.name, box, env=env)
+    assert retried.returncode == 0, retried.explain()
+    assert not has_link(box, "eth1") and ps_row(rig, box).split()[1] == first.name
+    assert rig.run("rm", "-f", box, env=env).returncode == 0
+    rig.assert_clean([sandbox])
