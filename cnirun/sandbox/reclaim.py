@@ -6,8 +6,10 @@ and anything of cnirun's without a live sandbox — infra containers, netns hold
 attachments whose container ID starts with `cnirun-`. Never touched: live sandboxes (another
 engine's included), live priv-net-run sessions, sandboxes of another state dir, anyone else's
 attachments, the infra of a workload that is up, and a namespace some process still lives in
-(what has no record is judged by what is there). After DELing attachments of a 1.1.0
-network, gc runs CNI GC with every attachment left as valid.
+(what has no record is judged by what is there). A live sandbox keeps everything but an
+attachment whose `network connect` or `disconnect` died midway: that one is DELeted and
+dropped from it. After DELing attachments of a 1.1.0 network, gc runs CNI GC with every
+attachment left as valid.
 """
 
 from __future__ import annotations

@@ -175,24 +175,35 @@ def test_connect_and_disconnect_refuse_what_cannot_work(rig: Harness) -> None:
     rig.assert_clean()
 
 
+KILL_POINTS = ["connect, between plugins", "connect, after the ADD", "disconnect, after the DEL"]
+
+
 @pytest.mark.parametrize("finisher", ["gc", "rm -f"])
-def test_kill_9_during_connect_is_finished_by_gc_or_rm_f(rig: Harness, finisher: str) -> None:
+@pytest.mark.parametrize("when", KILL_POINTS)
+def test_kill_9_during_connect_or_disconnect_is_finished_by_gc_or_rm_f(
+    rig: Harness, when: str, finisher: str
+) -> None:
     cni_path = rig.fake_plugin()
     env = rig.env(CNI_PATH=cni_path)
     first = rig.network()
-    # Killed between the plugins: after bridge's ADD, before firewall's.
-    second = rig.network(
-        extra=[{"type": "fake", "fake": {"ADD": {"kill_parent": True}}}, {"type": "firewall"}]
-    )
+    extra: list[dict[str, object]] = [{"type": "firewall"}]
+    if when == "connect, between plugins":  # after bridge's ADD, before firewall's
+        extra.insert(0, {"type": "fake", "fake": {"ADD": {"kill_parent": True}}})
+    second = rig.network(extra=extra)
     box = rig.name()  # started with the fake plugin's dir: a sandbox keeps its plugin dirs
     started = rig.run("-d", "--name", box, *rig.label, "--network", first.name, IMAGE,
                       "sleep", "600", env=env)  # fmt: skip
     assert started.returncode == 0, started.explain()
     sandbox = rig.workload_sandbox(box)
-    killed = rig.run("network", "connect", second.name, box, env=env)
+    verb, _, point = when.partition(", ")
+    kill = {"after the ADD": "add", "after the DEL": "teardown"}.get(point)
+    if verb == "disconnect":
+        assert rig.run("network", "connect", second.name, box, env=env).returncode == 0
+    killed = rig.run("network", verb, second.name, box, env=rig.env(
+        CNI_PATH=cni_path, CNIRUN_TEST_KILL_AT=kill))  # fmt: skip
     assert killed.returncode == -9, killed.explain()
-    assert has_link(box, "eth1")  # bridge's part was done
-    assert second.name in ps_row(rig, box)  # recorded before the ADD
+    assert has_link(box, "eth1") == (verb == "connect")  # its plugins' part was done
+    assert second.name in ps_row(rig, box)  # recorded before the ADD, and until the DEL ends
 
     if finisher == "gc":
         gc = rig.run("gc", env=env)
@@ -203,6 +214,7 @@ def test_kill_9_during_connect_is_finished_by_gc_or_rm_f(rig: Harness, finisher:
         ) in gc.stdout, gc.explain()
         assert not has_link(box, "eth1") and has_link(box, "eth0")
         assert ps_row(rig, box).split()[1] == first.name
+        assert not rig.cache_file(second.name, f"cnirun-{sandbox}", "eth1").exists()
         assert rig.run("gc", env=env).stdout == "nothing to reclaim\n"
         assert rig.containers(running=True)  # the sandbox itself lives on
     removed = rig.run("rm", "-f", box, env=env)
