@@ -199,8 +199,8 @@ def test_kill_9_during_connect_or_disconnect_is_finished_by_gc_or_rm_f(
     kill = {"after the ADD": "add", "after the DEL": "teardown"}.get(point)
     if verb == "disconnect":
         assert rig.run("network", "connect", second.name, box, env=env).returncode == 0
-    killed = rig.run("network", verb, second.name, box, env=rig.env(
-        CNI_PATH=cni_path, CNIRUN_TEST_KILL_AT=kill))  # fmt: skip
+    kill_env = rig.env(CNI_PATH=cni_path, CNIRUN_TEST_KILL_AT=kill)
+    killed = rig.run("network", verb, second.name, box, env=kill_env)
     assert killed.returncode == -9, killed.explain()
     assert has_link(box, "eth1") == (verb == "connect")  # its plugins' part was done
     assert second.name in ps_row(rig, box)  # recorded before the ADD, and until the DEL ends
