@@ -82,6 +82,11 @@ def test_connect_then_traffic_over_eth1_then_disconnect(rig: Harness) -> None:
     pinged = sh("docker", "exec", peer, "ping", "-c", "1", "-W", "2", box, check=False)
     assert pinged.returncode == 0 and str(eth1.ip) in pinged.stdout, pinged.stdout
 
+    # A restart keeps it, as it keeps the sandbox's other networks (the netns stays held).
+    assert rig.run("restart", "-t", "0", box).returncode == 0
+    wait_for(lambda: has_link(box, "eth1"), 30, "the restarted workload")
+    assert address_of(box, "eth1") == eth1 and answers(box, peer)
+
     disconnected = rig.run("network", "disconnect", second.name, box)
     assert disconnected.returncode == 0 and disconnected.stdout == "", disconnected.explain()
     assert not has_link(box, "eth1") and has_link(box, "eth0")
