@@ -84,16 +84,29 @@ def with_own_addresses(
     return "\n".join(lines[:where] + new + lines[where:]) + "\n"
 
 
-def with_dns(text: str, added: Sequence[str], removed: Sequence[str]) -> str:
-    """A resolv.conf once a network that brought DNS servers came (`added` go first, as a
-    CNI result's servers do in a run) or went (its `removed` servers go, unless that would
-    leave none)."""
+def with_dns(
+    text: str,
+    added: Sequence[str],
+    removed: Sequence[str],
+    search_added: Sequence[str] = (),
+    search_removed: Sequence[str] = (),
+) -> str:
+    """A resolv.conf once a network that brought DNS came (its servers and search domains
+    go first, as a CNI result's do in a run) or went (they go, but never the last server)."""
     lines = text.splitlines()
     kept = [ln for ln in lines if not (_is_nameserver_line(ln) and ln.split()[1] in removed)]
     if _nameservers("\n".join(kept)) or not removed:
         lines = kept
     present = set(_nameservers("\n".join(lines)))
     lines = [f"nameserver {s}" for s in added if s not in present] + lines
+    if search_added or search_removed:
+        current = _search("\n".join(lines))
+        search = [d for d in search_added if d not in current]
+        search += [d for d in current if d not in search_removed]
+        lines = [ln for ln in lines if not (ln.split() and ln.split()[0] == "search")]
+        if search:
+            at = max((i + 1 for i, ln in enumerate(lines) if _is_nameserver_line(ln)), default=0)
+            lines.insert(at, "search " + " ".join(search))
     return "\n".join(lines) + "\n"
 
 

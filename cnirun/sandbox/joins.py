@@ -30,7 +30,7 @@ from cnirun.errors import CnirunError, ExitCode, UsageError
 from cnirun.files import read_limited
 from cnirun.host import etcfiles
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
-from cnirun.sandbox import names, plan, registry
+from cnirun.sandbox import dnsname, names, plan, registry
 from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord, process_start
 from cnirun.sandbox.registry import Sandbox
 from cnirun.sandbox.teardown import recorded_attachments
@@ -117,6 +117,18 @@ def _capability_args(net: NetworkConfigList, ifname: str, ips: Sequence[str]) ->
     return {"ips": list(ips)}
 
 
+def _cni_args(record: SandboxRecord, net: NetworkConfigList) -> tuple[tuple[str, str], ...]:
+    """The run's CNI_ARGS (--cni-args, as its first attachment got them, without what
+    dnsname added there), with what dnsname needs when the new network has it."""
+    given: list[tuple[str, str]] = []
+    attachments, _ = recorded_attachments(record)
+    if attachments:
+        first = attachments[0]
+        ours = (dnsname.IGNORE_UNKNOWN, dnsname.POD_NAME) if dnsname.in_chain(first.net) else ()
+        given = [(k, v) for k, v in first.rt.cni_args if k not in ours]
+    return dnsname.cni_args(net, given, record.workload or record.hostname)
+
+
 def _attachment_record(net: NetworkConfigList, rt: RuntimeConf) -> AttachmentRecord:
     effective = {
         "cniVersion": net.cni_version,
@@ -164,18 +176,20 @@ def connect(
             wanted = [*names.own_names(record, sandbox.workload_id), *aliases]
             names.check_free(store, [network], wanted, record.id, "--alias")
             ifname = next_ifname([a.ifname for a in record.attachments])
-            first = record.attachments[0].cni_args if record.attachments else []
+            caps = _capability_args(net, ifname, ips)
+            caps.update(dnsname.capability_args(net, [*record.aliases, *aliases]))
             rt = RuntimeConf(
                 container_id=record.cni_container_id,
                 netns=record.netns_path,
                 ifname=ifname,
-                cni_args=tuple((k, v) for k, v in first),
-                capability_args=_capability_args(net, ifname, ips),
+                cni_args=_cni_args(record, net),
+                capability_args=caps,
             )
             result = _add(store, record, Attachment(net, rt), list(aliases), guard)
     finally:
         guard.restore(ignore=False)
-    _files_after(store, record, network, added=result.addresses(), dns=result.nameservers())
+    dns = result.data.get("dns") or {}
+    _files_after(store, record, network, added=result.addresses(), dns=dns)
     _refresh(docker, store)
     return ifname
 
@@ -242,7 +256,7 @@ def disconnect(docker: Docker, store: RecordStore, ref: str, network: str, force
         record = store.load(sandbox.record.id)
         entry = check_disconnect(record, network, force)
         gone = _del(store, record, entry)
-    dns = (gone.get("dns") or {}).get("nameservers") or []
+    dns = gone.get("dns") or {}
     _files_after(store, record, network, removed=Result("", gone).addresses(), dns=dns)
     _refresh(docker, store)
 
@@ -286,7 +300,7 @@ def finish(docker: Docker, store: RecordStore, sandbox_id: str) -> list[str]:
             except CnirunError as e:
                 failures.append(f"sandbox {sandbox_id[:12]}: {e}")
     for network, gone in done:
-        dns = (gone.get("dns") or {}).get("nameservers") or []
+        dns = gone.get("dns") or {}
         _files_after(store, record, network, removed=Result("", gone).addresses(), dns=dns)
     if done:
         _refresh(docker, store)
@@ -304,33 +318,47 @@ def _files_after(
     network: str,
     added: Sequence[str] = (),
     removed: Sequence[str] = (),
-    dns: Sequence[str] = (),
+    dns: Any = None,
 ) -> None:
     """The sandbox's own hosts (its base: names.refresh adds the peers) and resolv.conf,
-    once its address on `network` came or went. A failure is a warning: names and DNS are a
-    convenience, the attachment itself is done."""
+    once its address on `network` came or went; `dns` is that network's CNI DNS. A failure
+    is a warning: names and DNS are a convenience, the attachment itself is done."""
     directory = store.files_dir(record.id)
-    kept = [
-        ip for other in record.networks() if other != network
-        for ip in names.addresses(record, other)
-    ]  # fmt: skip
+    others = [n for n in record.networks() if n != network]
+    kept = [ip for other in others for ip in names.addresses(record, other)]
     own = [record.hostname, *names.own_names(record, network=network)]
+    servers, search = _dns_parts(dns)
+    still = [_dns_parts((record.results.get(n) or {}).get("dns")) for n in others]
     try:
         base = _read(os.path.join(directory, names.BASE_FILE))
         text = etcfiles.with_own_addresses(base, added, removed, kept, own)
         names.write_base(store, record, text)
-        others = [s for n in record.networks() for s in _servers(record, n)]
-        if dns and not (removed and set(dns) <= set(others)):
+        change: tuple[list[str], list[str], list[str], list[str]]
+        if added:
+            change = (servers, [], search, [])
+        else:
+            change = (
+                [],
+                [s for s in servers if not any(s in other for other, _ in still)],
+                [],
+                [d for d in search if not any(d in other for _, other in still)],
+            )
+        if any(change):
             path = os.path.join(directory, "resolv.conf")
-            gone = [] if added else [s for s in dns if s not in others]
-            etcfiles.rewrite(path, etcfiles.with_dns(_read(path), dns if added else [], gone))
+            etcfiles.rewrite(path, etcfiles.with_dns(_read(path), *change))
     except (CnirunError, OSError) as e:
         log.warning("sandbox %s: cannot update its /etc files: %s", record.id[:12], e)
 
 
-def _servers(record: SandboxRecord, network: str) -> list[str]:
-    dns = (record.results.get(network) or {}).get("dns") or {}
-    return [str(s) for s in dns.get("nameservers") or []] if isinstance(dns, dict) else []
+def _dns_parts(dns: Any) -> tuple[list[str], list[str]]:
+    """(nameservers, search domains) of a CNI result's `dns` object."""
+    if not isinstance(dns, dict):
+        return [], []
+    servers = [str(s) for s in dns.get("nameservers") or []]
+    search = [str(d) for d in dns.get("search") or []]
+    if not search and dns.get("domain"):
+        search = [str(dns["domain"])]
+    return servers, search
 
 
 def _read(path: str) -> str:

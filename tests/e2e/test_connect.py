@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import leakcheck
 from tests.e2e.harness import IMAGE, Harness, bridge_ports, sh, wait_for
 from tests.e2e.test_names import answers, detached, peers_in, server
 from tests.leakcheck import DEFAULT_IPAM_DIR
@@ -363,3 +364,42 @@ def test_a_failed_add_leaves_nothing_and_a_failed_del_stays_attached(rig: Harnes
     assert not has_link(box, "eth1") and ps_row(rig, box).split()[1] == first.name
     assert rig.run("rm", "-f", box, env=env).returncode == 0
     rig.assert_clean([sandbox])
+
+
+def test_connect_to_a_dns_network_registers_its_name_and_alias_with_dnsmasq(
+    rig: Harness,
+) -> None:
+    from tests.e2e.test_dns import DOMAIN, answers, create_dns_network, eth0_address
+
+    first = rig.network()
+    network, _, gateway = create_dns_network(rig)
+    keeper = detached(rig, "--network", network, IMAGE, "sleep", "600")  # dnsmasq stays up
+    box = detached(rig, "--network", first.name, IMAGE, "sleep", "600")
+    alias = f"alias{rig.tag}"
+    connected = rig.run("network", "connect", "--alias", alias, network, box)
+    assert connected.returncode == 0, connected.explain()
+    eth1 = str(address_of(box, "eth1").ip)
+    hosts_file = f"{leakcheck.DNSNAME_DIR}/{network}/addnhosts"
+    with open(hosts_file) as f:
+        assert f"{eth1}\t{box}\t{alias}" in f.read().splitlines()
+    out = sh("docker", "exec", keeper, "nslookup", box, gateway, check=False).stdout
+    assert answers(out, box) == [eth1], out
+    out = sh("docker", "exec", keeper, "nslookup", alias, gateway, check=False).stdout
+    assert answers(out, alias) == [eth1], out
+    resolv = sh("docker", "exec", box, "cat", "/etc/resolv.conf").stdout
+    assert resolv.splitlines()[0] == f"nameserver {gateway}", resolv  # the network's dnsmasq
+    assert f"search {DOMAIN}" in resolv.splitlines(), resolv
+    out = sh("docker", "exec", box, "nslookup", keeper, check=False).stdout  # through it
+    assert answers(out, keeper) == [eth0_address(keeper)], out
+
+    assert rig.run("network", "disconnect", network, box).returncode == 0
+    with open(hosts_file) as f:
+        assert box not in f.read()
+    out = sh("docker", "exec", keeper, "nslookup", box, gateway, check=False).stdout
+    assert answers(out, box) == [], out
+    resolv = sh("docker", "exec", box, "cat", "/etc/resolv.conf").stdout
+    assert f"nameserver {gateway}" not in resolv and DOMAIN not in resolv, resolv
+    for name in (box, keeper):
+        assert rig.run("rm", "-f", name).returncode == 0
+    assert rig.run("network", "rm", network).returncode == 0
+    rig.assert_clean()

@@ -133,4 +133,7 @@ def test_the_dns_of_a_connected_network_comes_first_and_goes_with_it() -> None:
     assert etcfiles.with_dns(added, [], ["10.5.0.1"]) == resolv
     only = "nameserver 10.5.0.1\n"
     assert etcfiles.with_dns(only, [], ["10.5.0.1"]) == only  # never none at all
+    searching = etcfiles.with_dns(resolv, ["10.5.0.1"], [], ["dns.cnirun"])
+    assert searching == "nameserver 10.5.0.1\nnameserver 10.0.0.2\nsearch dns.cnirun example\n"
+    assert etcfiles.with_dns(searching, [], ["10.5.0.1"], [], ["dns.cnirun"]) == resolv
 
