@@ -102,14 +102,17 @@ def _must_run(sandbox: Sandbox, what: str) -> None:
         )
 
 
-def _capability_args(net: NetworkConfigList, ifname: str, ips: Sequence[str]) -> dict[str, Any]:
+def capability_args(net: NetworkConfigList, ifname: str, ips: Sequence[str]) -> dict[str, Any]:
     if not ips:
         return {}
+    versions = []
     for ip in ips:
         try:
-            ipaddress.ip_address(ip)
+            versions.append(ipaddress.ip_address(ip).version)
         except ValueError:
             raise UsageError(f"invalid --ip {ip!r}: not an IP address") from None
+    if len(set(versions)) != len(versions):
+        raise UsageError("--ip takes one IPv4 and one IPv6 address at most")
     plan._first_with_capability(
         [plan.NetworkPlan(net, ifname, {})], "ips", "--ip", "an IPAM such as host-local"
     )
@@ -176,7 +179,7 @@ def connect(
             wanted = [*names.own_names(record, sandbox.workload_id), *aliases]
             names.check_free(store, [network], wanted, record.id, "--alias")
             ifname = next_ifname([a.ifname for a in record.attachments])
-            caps = _capability_args(net, ifname, ips)
+            caps = capability_args(net, ifname, ips)
             caps.update(dnsname.capability_args(net, [*record.aliases, *aliases]))
             rt = RuntimeConf(
                 container_id=record.cni_container_id,

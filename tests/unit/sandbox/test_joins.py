@@ -13,6 +13,7 @@ from cnirun.errors import UsageError
 from cnirun.host import etcfiles
 from cnirun.sandbox import joins, names
 from cnirun.sandbox.records import RecordError, RecordStore, SandboxRecord, process_start
+from tests.unit.conftest import CniEnv
 from tests.unit.sandbox.test_records import DEAD_PID, SID, good_record, plant
 
 
@@ -137,3 +138,21 @@ def test_the_dns_of_a_connected_network_comes_first_and_goes_with_it() -> None:
     assert searching == "nameserver 10.5.0.1\nnameserver 10.0.0.2\nsearch dns.cnirun example\n"
     assert etcfiles.with_dns(searching, [], ["10.5.0.1"], [], ["dns.cnirun"]) == resolv
 
+
+
+def test_connect_ip_is_checked_as_the_runs_ip(cni_env: CniEnv) -> None:
+    net = cni_env.network(
+        [{"type": "fake", "capabilities": {"ips": True},
+          "ipam": {"type": "host-local", "subnet": "10.9.0.0/24"}}]
+    )  # fmt: skip
+    assert joins.capability_args(net, "eth1", ["10.9.0.7"]) == {"ips": ["10.9.0.7"]}
+    assert joins.capability_args(net, "eth1", []) == {}
+    with pytest.raises(UsageError, match="--ip 10.8.0.7 is outside the address range of"):
+        joins.capability_args(net, "eth1", ["10.8.0.7"])
+    with pytest.raises(UsageError, match="invalid --ip 'x': not an IP address"):
+        joins.capability_args(net, "eth1", ["x"])
+    with pytest.raises(UsageError, match="one IPv4 and one IPv6 address at most"):
+        joins.capability_args(net, "eth1", ["10.9.0.7", "10.9.0.8"])
+    plain = cni_env.network([{"type": "fake"}], name="plain")
+    with pytest.raises(UsageError, match="--ip needs a network whose plugins accept the 'ips'"):
+        joins.capability_args(plain, "eth1", ["10.9.0.7"])
