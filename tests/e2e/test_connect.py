@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -402,4 +403,81 @@ def test_connect_to_a_dns_network_registers_its_name_and_alias_with_dnsmasq(
     for name in (box, keeper):
         assert rig.run("rm", "-f", name).returncode == 0
     assert rig.run("network", "rm", network).returncode == 0
+    rig.assert_clean()
+
+
+def peer_lines(container: str) -> set[tuple[str, str]]:
+    """(address, name) of each container name in the peers part of `container`'s hosts."""
+    hosts = sh("docker", "exec", container, "cat", "/etc/hosts").stdout
+    _, _, peers = hosts.partition("# cnirun:")
+    return {
+        (line.split()[0], word)
+        for line in peers.splitlines()[1:]
+        for word in line.split()[1:]
+        if word.startswith("cnirun-test-")
+    }
+
+
+def test_concurrent_connects_and_disconnects_keep_every_hosts_file_exact(rig: Harness) -> None:
+    first, second, third, fourth = (rig.network() for _ in range(4))
+    rig.timeout = 180
+    with ThreadPoolExecutor(8) as pool:
+        boxes = list(pool.map(
+            lambda _: detached(rig, "--network", first.name, IMAGE, "sleep", "600"), range(8)
+        ))  # fmt: skip
+        # One sandbox joins three networks at once: one interface each, eth1 to eth3.
+        one = boxes[0]
+        joined = pool.map(lambda n: rig.run("network", "connect", n, one).returncode,
+                          [second.name, third.name, fourth.name])  # fmt: skip
+        assert list(joined) == [0, 0, 0]
+        # The others join `second` at once, then half of them leave it at once.
+        codes = pool.map(lambda b: rig.run("network", "connect", second.name, b).returncode,
+                         boxes[1:])  # fmt: skip
+        assert list(codes) == [0] * 7
+        leaving = boxes[1:4]
+        codes = pool.map(lambda b: rig.run("network", "disconnect", second.name, b).returncode,
+                         leaving)  # fmt: skip
+        assert list(codes) == [0] * 3
+    assert sorted(networks_of(rig, one)) == sorted(n.name for n in (first, second, third, fourth))
+    assert {str(address_of(one, f"eth{i}").ip) for i in (1, 2, 3)} == {
+        str(networks_of(rig, one)[n.name]["IPAddress"]) for n in (second, third, fourth)
+    }
+    on_second = [b for b in boxes if b not in leaving]
+    eth0 = {b: str(address_of(b, "eth0").ip) for b in boxes}
+    # On `second`: eth1, except for `one`, which joined three networks in any order.
+    eth1 = {b: str(networks_of(rig, b)[second.name]["IPAddress"]) for b in on_second}
+    for box in boxes:
+        expected = {(eth0[b], b) for b in boxes if b != box}
+        if box in on_second:
+            expected |= {(eth1[b], b) for b in on_second if b != box}
+        assert peer_lines(box) == expected, box
+        if box != one:
+            assert has_link(box, "eth1") == (box in on_second)
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda b: rig.run("rm", "-f", b).returncode, boxes)) == [0] * 8
+    rig.assert_clean()
+
+
+def test_ctrl_c_during_connect_undoes_it(rig: Harness) -> None:
+    cni_path = rig.fake_plugin()
+    env = rig.env(CNI_PATH=cni_path)
+    first = rig.network()
+    slow = rig.network(extra=[{"type": "fake", "fake": {"ADD": {"sleep": 2}}}])
+    box = rig.name()
+    started = rig.run("-d", "--name", box, *rig.label, "--network", first.name, IMAGE,
+                      "sleep", "600", env=env)  # fmt: skip
+    assert started.returncode == 0, started.explain()
+    proc = rig.start("network", "connect", slow.name, box, env=env)
+    wait_for(lambda: any(c["cmd"] == "ADD" for c in rig.fake_calls()), 30, "the slow ADD")
+    proc.send_signal(signal.SIGINT)  # the ADD is let finish, then undone
+    done = rig.finish(proc, timeout=60)
+    assert done.returncode == 130, done.explain()
+    assert done.stderr.splitlines() == [
+        "cnirun: SIGINT received: stopping after the current ADD (again: at once)",
+        "cnirun: error: connect interrupted: nothing of it is left",
+    ], done.explain()
+    assert not has_link(box, "eth1") and ps_row(rig, box).split()[1] == first.name
+    assert [c["cmd"] for c in rig.fake_calls()] == ["ADD", "DEL"]
+    assert rig.run("gc", env=env).stdout == "nothing to reclaim\n"
+    assert rig.run("rm", "-f", box, env=env).returncode == 0
     rig.assert_clean()
