@@ -113,9 +113,9 @@ def test_a_foreground_sandbox_tears_down_what_was_connected_not_what_left(rig: H
     first, second = rig.network(extra=fake), rig.network(extra=fake)
     env = rig.env(CNI_PATH=cni_path)
     name = rig.name()
-    proc = rig.start(
-        "--rm", "--name", name, *rig.label, "--network", first.name, IMAGE, "sleep", "8", env=env
-    )
+    until_told = "until [ -e /tmp/done ]; do sleep 0.1; done"  # ends when the test says so
+    proc = rig.start("--rm", "--name", name, *rig.label, "--network", first.name, IMAGE,
+                     "sh", "-c", until_told, env=env)  # fmt: skip
     wait_for(lambda: rig.containers(running=True), 30, "the workload to run")
     connected = rig.run("network", "connect", second.name, name, env=env)
     assert connected.returncode == 0, connected.explain()
@@ -124,6 +124,7 @@ def test_a_foreground_sandbox_tears_down_what_was_connected_not_what_left(rig: H
     assert disconnected.returncode == 0, disconnected.explain()
     assert not has_link(name, "eth0") and has_link(name, "eth1")
 
+    sh("docker", "exec", name, "touch", "/tmp/done")
     run = rig.finish(proc, timeout=60)
     assert run.returncode == 0, run.explain()
     dels = [c["ifname"] for c in rig.fake_calls() if c["cmd"] == "DEL"]
