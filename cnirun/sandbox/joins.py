@@ -35,6 +35,7 @@ from cnirun.sandbox.records import AttachmentRecord, RecordStore, SandboxRecord,
 from cnirun.sandbox.registry import Sandbox
 from cnirun.sandbox.teardown import recorded_attachments
 from cnirun.settings import Settings
+from cnirun.testhooks import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ def _add(
     if aliases:
         record.network_aliases[entry.network] = aliases
     store.save(record)
+    fault_point("join")
     results: list[Result] = []
     try:
         results = add_all(record.cni(), [attachment], guard)
@@ -269,6 +271,7 @@ def _del(store: RecordStore, record: SandboxRecord, entry: AttachmentRecord) -> 
     index = record.attachments.index(entry)
     record.attachments[index] = entry._replace(pending=_pending_mark())
     store.save(record)
+    fault_point("join")
     attachments, unreadable = recorded_attachments(_only(record, entry))
     failures = unreadable + del_all(record.cni(), attachments)
     if failures:  # as it was: attached (a retry DELs it), or gc's to retry

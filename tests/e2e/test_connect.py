@@ -183,7 +183,13 @@ def test_connect_and_disconnect_refuse_what_cannot_work(rig: Harness) -> None:
     rig.assert_clean()
 
 
-KILL_POINTS = ["connect, between plugins", "connect, after the ADD", "disconnect, after the DEL"]
+KILL_POINTS = [
+    "connect, before the ADD",
+    "connect, between plugins",
+    "connect, after the ADD",
+    "disconnect, before the DEL",
+    "disconnect, after the DEL",
+]
 
 
 @pytest.mark.parametrize("finisher", ["gc", "rm -f"])
@@ -205,12 +211,15 @@ def test_kill_9_during_connect_or_disconnect_is_finished_by_gc_or_rm_f(
     sandbox = rig.workload_sandbox(box)
     verb, _, point = when.partition(", ")
     kill = {"after the ADD": "add", "after the DEL": "teardown"}.get(point)
+    if point.startswith("before"):
+        kill = "join"
     if verb == "disconnect":
         assert rig.run("network", "connect", second.name, box, env=env).returncode == 0
     kill_env = rig.env(CNI_PATH=cni_path, CNIRUN_TEST_KILL_AT=kill)
     killed = rig.run("network", verb, second.name, box, env=kill_env)
     assert killed.returncode == -9, killed.explain()
-    assert has_link(box, "eth1") == (verb == "connect")  # its plugins' part was done
+    # What its plugins had done: nothing yet, or all of the ADD, or all of the DEL.
+    assert has_link(box, "eth1") == (point != "before the ADD" and point != "after the DEL")
     assert second.name in ps_row(rig, box)  # recorded before the ADD, and until the DEL ends
 
     if finisher == "gc":
