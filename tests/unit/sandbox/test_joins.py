@@ -156,3 +156,25 @@ def test_connect_ip_is_checked_as_the_runs_ip(cni_env: CniEnv) -> None:
     plain = cni_env.network([{"type": "fake"}], name="plain")
     with pytest.raises(UsageError, match="--ip needs a network whose plugins accept the 'ips'"):
         joins.capability_args(plain, "eth1", ["10.9.0.7"])
+
+
+def test_teardown_follows_the_record_on_disk_not_the_runs_memory(
+    store: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A foreground run's record in memory knows nothing of what `network connect` and
+    `disconnect` did while it ran: its teardown reads the file again, under the lock."""
+    from cnirun.sandbox import teardown
+
+    memory = good_record()  # eth0 on n, as the run set it up
+    on_disk = good_record()
+    on_disk.attachments = [memory.attachments[0]._replace(network="m", ifname="eth1")]
+    store.save(on_disk)  # eth0 was disconnected, eth1 connected
+    torn: list[list[str]] = []
+    monkeypatch.setattr(
+        teardown,
+        "_teardown",
+        lambda record, *_: torn.append([a.ifname for a in record.attachments]) or [],
+    )
+    assert teardown.teardown(memory, store, None, owner=True) == []  # type: ignore[arg-type]
+    assert teardown.teardown(memory, store, None, True, reread=False) == []  # type: ignore[arg-type]
+    assert torn == [["eth1"], ["eth0"]]  # setting up, its memory may be ahead: it is used
