@@ -61,12 +61,23 @@ def _pending_mark() -> str:
     return f"{pid}:{process_start(pid)}"
 
 
+def _not_updating(record: SandboxRecord) -> None:
+    # `cnirun update` names attachments by their place in the record: leave them be meanwhile.
+    if record.updating:
+        raise UsageError(
+            f"sandbox {record.id[:12]} has a `cnirun update` under way (or interrupted:"
+            " `cnirun gc` rolls it back): try again once it is done"
+        )
+
+
 def check_connect(record: SandboxRecord, network: str, aliases: Sequence[str]) -> None:
     """What `connect` refuses before anything runs (the network is known to exist).
 
     Raises:
-        UsageError: the sandbox is on the network already, or an alias is not a name.
+        UsageError: the sandbox is on the network already, or an alias is not a name, or an
+            update of it is under way.
     """
+    _not_updating(record)
     short = record.id[:12]
     if network in record.networks():
         raise UsageError(f"sandbox {short} is already on network {network}")
@@ -79,8 +90,10 @@ def check_disconnect(record: SandboxRecord, network: str, force: bool) -> Attach
     """The attachment `disconnect` removes.
 
     Raises:
-        UsageError: the sandbox is not on the network, or it is its last one and not `force`.
+        UsageError: the sandbox is not on the network, or it is its last one and not `force`,
+            or an update of it is under way.
     """
+    _not_updating(record)
     short = record.id[:12]
     found = [a for a in record.attachments if a.network == network]
     if not found:

@@ -178,3 +178,11 @@ def test_teardown_follows_the_record_on_disk_not_the_runs_memory(
     assert teardown.teardown(memory, store, None, owner=True) == []  # type: ignore[arg-type]
     assert teardown.teardown(memory, store, None, True, reread=False) == []  # type: ignore[arg-type]
     assert torn == [["eth1"], ["eth0"]]  # setting up, its memory may be ahead: it is used
+
+
+def test_connect_and_disconnect_wait_for_an_update_under_way() -> None:
+    record = good_record(updating={"pid": DEAD_PID, "start": "1", "steps": [], "ports": []})
+    with pytest.raises(UsageError, match="has a `cnirun update` under way"):
+        joins.check_connect(record, "other", [])
+    with pytest.raises(UsageError, match="`cnirun gc` rolls it back"):
+        joins.check_disconnect(record, "n", force=True)
