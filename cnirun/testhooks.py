@@ -5,7 +5,8 @@
   tests use it to prove that `cnirun gc` reclaims whatever is left. `cnirun update` has
   `update-recorded` (its intent saved, no plugin called), `update-deleted` (right after a
   re-applied plugin's DEL, before its ADD) and `update-applied` (every ADD, cache write and
-  CHECK done, the record not yet committed).
+  CHECK done, the record not yet committed). `network connect` and `disconnect` have `join`
+  (the attachment marked in the record, before its ADD or DEL).
 - `CNIRUN_RUSAGE_FILE=<path>`: at exit, write this process's own CPU seconds there (the
   benchmark's probe, which cannot otherwise tell cnirun's CPU from the docker CLI's).
 - `CNIRUN_DEFAULT_NETWORK`, `CNIRUN_DEFAULT_BRIDGE`, `CNIRUN_DEFAULT_SUBNET`: the name,

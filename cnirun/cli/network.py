@@ -12,8 +12,10 @@ from cnirun.cli.app import command
 from cnirun.cli.common import (
     CNI_PATH,
     NETCONF_DIR,
+    command_settings,
     complete_formats,
     complete_networks,
+    complete_sandboxes,
 )
 from cnirun.cli.output import json_out, require_root, say
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from cnirun.netconf.select import Configs
 
 app = typer.Typer(
-    help="Create, list, inspect and remove CNI network configs.",
+    help="Create, list, inspect and remove CNI network configs; connect and disconnect sandboxes.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -75,6 +77,22 @@ FORCE = typer.Option(
     False, "--force", "-f", help="Also remove files cnirun did not create, or in use."
 )
 
+NETWORK = typer.Argument(
+    ..., metavar="NETWORK", autocompletion=complete_networks, help="Network name."
+)
+SANDBOX = typer.Argument(
+    ...,
+    metavar="SANDBOX",
+    autocompletion=complete_sandboxes,
+    help="Workload container ID, name or unique prefix (or sandbox ID).",
+)
+CONNECT_IP = typer.Option(
+    None, "--ip", help="Ask for this address (IPv4 or IPv6; repeatable, one of each)."
+)
+ALIAS = typer.Option(None, "--alias", help="A name its peers on NETWORK reach it by (repeatable).")
+DISCONNECT_FORCE = typer.Option(
+    False, "--force", "-f", help="Also remove its last network (it keeps only lo)."
+)
 
 _configs = lists.network_configs
 
@@ -182,3 +200,46 @@ def rm(
     for name in names:
         manage.remove_network(configs, name, force)
         say(name)
+
+
+@command(app, "connect")
+def connect(
+    network: str = NETWORK,
+    sandbox: str = SANDBOX,
+    ip: list[str] | None = CONNECT_IP,
+    alias: list[str] | None = ALIAS,
+    netconf_dir: str | None = NETCONF_DIR,
+) -> None:
+    """Attach a running sandbox to one more network (its next interface: eth1, eth2, ...).
+
+    \b
+    Examples:
+      cnirun network connect backend web
+      cnirun network connect --ip 10.78.5.20 --alias api backend web
+    """
+    from cnirun.sandbox import joins
+
+    require_root()
+    settings = command_settings(netconf_dir=netconf_dir)  # the sandbox's own plugin dirs
+    docker, store = lists.sandboxes(settings)
+    joins.connect(docker, store, settings, sandbox, network, ip or [], alias or [])
+
+
+@command(app, "disconnect")
+def disconnect(
+    network: str = NETWORK,
+    sandbox: str = SANDBOX,
+    force: bool = DISCONNECT_FORCE,
+) -> None:
+    """Detach a sandbox from one of its networks (CNI DEL of that interface).
+
+    \b
+    Examples:
+      cnirun network disconnect backend web
+      cnirun network disconnect -f backend web
+    """
+    from cnirun.sandbox import joins
+
+    require_root()
+    docker, store = lists.sandboxes()
+    joins.disconnect(docker, store, sandbox, network, force)

@@ -60,6 +60,56 @@ def hosts(
     return "\n".join(lines) + "\n"
 
 
+def with_own_addresses(
+    text: str,
+    added: Sequence[str],
+    removed: Sequence[str],
+    kept: Sequence[str],
+    names: Sequence[str],
+) -> str:
+    """A hosts file `hosts` wrote, once an interface came or went (`network connect` and
+    `disconnect`): the lines of the `removed` addresses dropped, and a line for each `added`
+    one, under the names of the line of another own address (`kept`) and `names`, or, when
+    there is none, under `names` alone."""
+    gone = {ip.split("/")[0] for ip in removed}
+    lines = [ln for ln in text.splitlines() if not (ln.split() and ln.split()[0] in gone)]
+    others = {ip.split("/")[0] for ip in kept}
+    own = [i for i, ln in enumerate(lines) if ln.split() and ln.split()[0] in others]
+    where, shown = min(len(_DEFAULT_HOSTS), len(lines)), list(names)
+    if own:
+        where = own[-1] + 1
+        shown = lines[own[-1]].split()[1:]
+        shown += [n for n in names if n not in shown]
+    new = [f"{ip.split('/')[0]}\t{' '.join(shown)}" for ip in added] if shown else []
+    return "\n".join(lines[:where] + new + lines[where:]) + "\n"
+
+
+def with_dns(
+    text: str,
+    added: Sequence[str],
+    removed: Sequence[str],
+    search_added: Sequence[str] = (),
+    search_removed: Sequence[str] = (),
+) -> str:
+    """A resolv.conf once a network that brought DNS came (its servers and search domains
+    go first, as a CNI result's do in a run) or went (they go, but never the last server)."""
+    lines = text.splitlines()
+    kept = [ln for ln in lines if not (_is_nameserver_line(ln) and ln.split()[1] in removed)]
+    if _nameservers("\n".join(kept)) or not removed:
+        lines = kept
+    present = set(_nameservers("\n".join(lines)))
+    lines = [f"nameserver {s}" for s in added if s not in present] + lines
+    if search_added or search_removed:
+        current = _search("\n".join(lines))
+        search = [d for d in search_added if d not in current]
+        search += [d for d in current if d not in search_removed]
+        lines = [ln for ln in lines if not (ln.split() and ln.split()[0] == "search")]
+        if search:
+            at = max((i + 1 for i, ln in enumerate(lines) if _is_nameserver_line(ln)), default=0)
+            lines.insert(at, "search " + " ".join(search))
+    return "\n".join(lines) + "\n"
+
+
 def resolve_host_gateway(
     extra_hosts: Sequence[tuple[str, str]], gateways: Iterable[str]
 ) -> list[tuple[str, str]]:

@@ -33,10 +33,12 @@ PEERS_MARK = "# cnirun: the other sandboxes on this sandbox's networks\n"
 _MAX_BASE = 1 << 20
 
 
-def own_names(record: SandboxRecord, workload_id: str = "") -> list[str]:
-    """What peers call a sandbox: name, hostname, aliases, short workload ID (valid ones)."""
+def own_names(record: SandboxRecord, workload_id: str = "", network: str = "") -> list[str]:
+    """What peers call a sandbox: name, hostname, aliases, short workload ID (valid ones);
+    on `network`, also the aliases `network connect --alias` gave it there."""
     found: list[str] = []
-    for name in (record.workload, record.hostname, *record.aliases, workload_id[:12]):
+    extra = record.network_aliases.get(network, []) if network else []
+    for name in (record.workload, record.hostname, *record.aliases, *extra, workload_id[:12]):
         if name and HOSTS_NAME.fullmatch(name) and name not in found:
             found.append(name)
     return found
@@ -100,7 +102,11 @@ def tell_peers(docker: Docker, store: RecordStore, record: SandboxRecord) -> Non
 
 
 def check_free(
-    store: RecordStore, networks: Iterable[str], names: Iterable[str], sandbox_id: str = ""
+    store: RecordStore,
+    networks: Iterable[str],
+    names: Iterable[str],
+    sandbox_id: str = "",
+    flags: str = "--name or --network-alias",
 ) -> None:
     """Refuse a name or alias another sandbox on one of `networks` already answers to.
 
@@ -110,14 +116,14 @@ def check_free(
     wanted = [n for n in names if n]
     nets = set(networks)
     for other in _others(store, sandbox_id):
-        shared = sorted(_networks(other) & nets)
-        taken = set(own_names(other))
-        clash = next((n for n in wanted if n in taken), None)
-        if shared and clash:
-            raise UsageError(
-                f"the name {clash!r} is taken on network {shared[0]} by sandbox"
-                f" {other.id[:12]}: choose another --name or --network-alias"
-            )
+        for network in sorted(_networks(other) & nets):
+            taken = set(own_names(other, network=network))
+            clash = next((n for n in wanted if n in taken), None)
+            if clash:
+                raise UsageError(
+                    f"the name {clash!r} is taken on network {network} by sandbox"
+                    f" {other.id[:12]}: choose another {flags}"
+                )
 
 
 def write_base(store: RecordStore, record: SandboxRecord, text: str) -> None:
@@ -144,8 +150,8 @@ def refresh(docker: Docker, store: RecordStore) -> None:
             for peer in members:
                 if peer.record.id == sandbox.record.id:
                     continue
-                names = " ".join(own_names(peer.record, peer.workload_id))
                 for network in sorted(mine & _networks(peer.record)):
+                    names = " ".join(own_names(peer.record, peer.workload_id, network))
                     for ip in addresses(peer.record, network):
                         line = f"{ip}\t{names}\n"
                         if names and line not in lines:

@@ -6,8 +6,10 @@ and anything of cnirun's without a live sandbox — infra containers, netns hold
 attachments whose container ID starts with `cnirun-`. Never touched: live sandboxes (another
 engine's included), live priv-net-run sessions, sandboxes of another state dir, anyone else's
 attachments, the infra of a workload that is up, and a namespace some process still lives in
-(what has no record is judged by what is there). After DELing attachments of a 1.1.0
-network, gc runs CNI GC with every attachment left as valid.
+(what has no record is judged by what is there). A live sandbox keeps everything but an
+attachment whose `network connect` or `disconnect` died midway: that one is DELeted and
+dropped from it. After DELing attachments of a 1.1.0 network, gc runs CNI GC with every
+attachment left as valid.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from cnirun.docker.runtime import (
 )
 from cnirun.errors import CnirunError
 from cnirun.host import netns
-from cnirun.sandbox import owners, pool, update
+from cnirun.sandbox import joins, owners, pool, update
 from cnirun.sandbox.records import CNI_ID_PREFIX, RecordStore
 from cnirun.sandbox.registry import UP_STATES, Sandbox, load_all
 from cnirun.sandbox.teardown import teardown
@@ -128,6 +130,7 @@ class _Selection:
             for s in self.sandboxes
             if s.live and not s.elsewhere and update.interrupted(s.record)
         ]
+        items += self._interrupted_joins()
         # An unreadable record of a cnirun that still runs is that run's to finish.
         mine = self.store.state_dir
         # An unreadable record of a workload that is up stays too: `ps -a` lists it as
@@ -201,6 +204,22 @@ class _Selection:
         except OSError as e:
             return [f"infra pool member {sandbox_id}: {e}"]
         return _attempt(lambda: self.docker.remove(container_id))
+
+    def _interrupted_joins(self) -> list[Reclaim]:
+        """A live sandbox keeps its networks, but not one whose `network connect` or
+        `disconnect` died midway: that attachment is DELeted and dropped from it."""
+        found: dict[str, list[str]] = {}
+        live = [s for s in self.sandboxes if s.live and not s.elsewhere]
+        for sandbox, entry in joins.interrupted(live):
+            found.setdefault(sandbox.record.id, []).append(f"{entry.network} ({entry.ifname})")
+        return [
+            Reclaim(
+                f"sandbox {sandbox_id}: network {', '.join(nets)}: its connect or disconnect"
+                " was interrupted, deleting",
+                functools.partial(joins.finish, self.docker, self.store, sandbox_id),
+            )
+            for sandbox_id, nets in found.items()
+        ]
 
     @functools.cached_property
     def _infra_pids(self) -> set[int]:

@@ -73,10 +73,26 @@ class AttachmentRecord(NamedTuple):
     source: str
     cni_args: list[list[str]]
     capability_args: dict[str, Any]
+    # "PID:START" of a `network connect` or `disconnect` under way (see is_interrupted); ""
+    # once its ADD has succeeded, and always for a run's own attachments (its owner's).
+    pending: str = ""
 
     @property
     def config(self) -> bytes:
         return base64.b64decode(self.config_b64)
+
+    def to_json(self) -> dict[str, Any]:
+        data = self._asdict()
+        if not self.pending:
+            del data["pending"]
+        return data
+
+    def is_interrupted(self) -> bool:
+        """A connect or disconnect of this attachment whose cnirun died before it finished."""
+        if not self.pending:
+            return False
+        pid, _, start = self.pending.partition(":")
+        return process_start(int(pid)) != start or start == ""
 
 
 class SandboxRecord:
@@ -110,6 +126,7 @@ class SandboxRecord:
         infra_start: str = "",
         aliases: list[str] | None = None,
         updating: dict[str, Any] | None = None,
+        network_aliases: dict[str, list[str]] | None = None,
     ) -> None:
         self.id = id
         self.infra_name = infra_name
@@ -141,14 +158,18 @@ class SandboxRecord:
         # An update under way (cnirun.sandbox.update): the old and new capability args of
         # each attachment it re-applies, the old ports, and the updating process.
         self.updating = updating
+        # `network connect --alias`: names its peers on that one network know it by
+        self.network_aliases = network_aliases or {}
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))
-        data["attachments"] = [a._asdict() for a in self.attachments]
+        data["attachments"] = [a.to_json() for a in self.attachments]
         if data["cni_del_timeout"] is None:
             del data["cni_del_timeout"]
         if data["updating"] is None:
             del data["updating"]
+        if not data["network_aliases"]:
+            del data["network_aliases"]
         return data
 
     def cni(self) -> CNIConfig:
@@ -168,6 +189,9 @@ class SandboxRecord:
     def owner_alive(self) -> bool:
         """Whether the cnirun process that made this record is still running."""
         return process_start(self.owner_pid) == self.owner_start != ""
+
+    def networks(self) -> list[str]:
+        return [a.network for a in self.attachments]
 
     def infra_unchanged(self) -> bool:
         """Whether the infra process last seen still runs (no Docker request needed)."""

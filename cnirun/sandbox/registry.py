@@ -168,7 +168,8 @@ class Sandbox(NamedTuple):
             entry: dict[str, Any] = {
                 "IPAddress": "", "IPPrefixLen": 0, "Gateway": "",
                 "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
-                "MacAddress": "", "Aliases": names.own_names(self.record, self.workload_id),
+                "MacAddress": "",
+                "Aliases": names.own_names(self.record, self.workload_id, network),
             }  # fmt: skip
             interfaces = result.get("interfaces") or []
             for ip in result.get("ips") or []:
@@ -330,7 +331,8 @@ def opened(settings: Settings) -> tuple[Docker, RecordStore]:
     return connect(settings.environ), RecordStore(settings.state_dir)
 
 
-def _here(sandbox: Sandbox) -> None:
+def check_here(sandbox: Sandbox) -> None:
+    """Refuse to act on a sandbox of another Docker engine."""
     if sandbox.elsewhere:
         raise UsageError(
             f"sandbox {sandbox.record.id[:12]} is on another Docker engine"
@@ -341,7 +343,7 @@ def _here(sandbox: Sandbox) -> None:
 def remove(docker: Docker, store: RecordStore, sandbox: Sandbox, force: bool) -> list[str]:
     """Remove the workload (`force`: killed at once, as `docker rm -f`), then tear the
     sandbox down; return what could not be undone (with `force`, nothing is kept for it)."""
-    _here(sandbox)
+    check_here(sandbox)
     workload = sandbox.workload
     if workload is not None:
         state = str(workload.get("State") or "")
@@ -375,7 +377,7 @@ def stop(
     --stop-timeout, else `default`. The sandbox keeps its network: `cnirun start` or
     `docker start` starts it again, and `rm` removes it. One started with --rm is removed by
     Docker as it stops, so its sandbox goes too."""
-    _here(sandbox)
+    check_here(sandbox)
     workload = sandbox.workload
     if workload is None:
         return []
@@ -391,7 +393,7 @@ def _ready(docker: Docker, store: RecordStore, sandbox: Sandbox) -> list[str]:
     start needs. Returns what could not be repaired."""
     from cnirun.sandbox import repair
 
-    _here(sandbox)
+    check_here(sandbox)
     if sandbox.record.infra_id:
         docker.start(sandbox.record.infra_id)
     return repair.repair(docker, store, sandbox.record)

@@ -24,6 +24,7 @@ from cnirun.host.netns import NETNS_DIR
 
 _INFRA_ID = re.compile(r"[0-9a-f]{64}")
 _PROCESS_START = re.compile(r"[0-9]*")
+_PENDING = re.compile(r"[1-9][0-9]{0,9}:[0-9]{0,20}")  # PID:START of a connect under way
 # Docker's engine ID: a UUID on newer engines, twelve colon-separated groups on older ones.
 _ENGINE_ID = re.compile(r"[A-Za-z0-9:-]{0,128}")
 MAX_TEXT = 4096  # hostnames, image references, messages: far below this
@@ -97,10 +98,14 @@ def _cni(check: Callable[[str], None], value: Any, field: str) -> str:
 def _attachment(value: Any, field: str) -> dict[str, Any]:
     raw = _object(value, field)
     expected = {"network", "ifname", "config_b64", "source", "cni_args", "capability_args"}
-    if set(raw) != expected:
+    if set(raw) - {"pending"} != expected:
         raise _fail(field, f"needs exactly the keys {', '.join(sorted(expected))}")
     args = _items(raw["cni_args"], f"{field}.cni_args")
+    pending = raw.get("pending", "")
+    if not (isinstance(pending, str) and (pending == "" or _PENDING.fullmatch(pending))):
+        raise _fail(f"{field}.pending", "not PID:START")
     return {
+        "pending": pending,
         "network": _cni(validate.network_name, raw["network"], f"{field}.network"),
         "ifname": _cni(validate.interface_name, raw["ifname"], f"{field}.ifname"),
         "config_b64": _base64(raw["config_b64"], f"{field}.config_b64"),
@@ -183,6 +188,14 @@ def _field(key: str, value: Any, sandbox_id: str) -> Any:
         return [_object(p, f"{key}[{i}]") for i, p in enumerate(_items(value, key))]
     if key == "aliases":
         return [_alias(a, f"{key}[{i}]") for i, a in enumerate(_items(value, key))]
+    if key == "network_aliases":
+        return {
+            _cni(validate.network_name, net, f"{key}.{net}"): [
+                _alias(a, f"{key}.{net}[{i}]")
+                for i, a in enumerate(_items(aliases, f"{key}.{net}"))
+            ]
+            for net, aliases in _object(value, key).items()
+        }
     if key == "attachments":
         return [_attachment(a, f"{key}[{i}]") for i, a in enumerate(_items(value, key))]
     if key == "results":

@@ -97,6 +97,9 @@ class Session:
         self.guard = SignalGuard(on_forwarded=self._on_forwarded)
         self.stopper: threading.Timer | None = None  # kills the workload after the grace time
         self.started = False  # set once there may be something to tear down
+        # Set once setup has recorded everything: from then on the record's file, which
+        # `network connect` and `disconnect` change, says what to tear down.
+        self.set_up = False
         self.early_teardown: _EarlyTeardown | None = None
         # Which engine the sandbox is on, asked while the infra starts (see _learn_engine).
         self.engine_asked = threading.Thread(target=self._learn_engine, daemon=True)
@@ -129,7 +132,12 @@ class Session:
                     failures = early.failures
                 else:
                     failures = teardown(
-                        self.record, self.store, self.docker, True, self._signal_count
+                        self.record,
+                        self.store,
+                        self.docker,
+                        True,
+                        self._signal_count,
+                        reread=self.set_up,
                     )
             self.pool.wait()  # the next run's infra, made while this one's workload ran
             self.guard.restore(ignore=True)  # exiting now: a late signal must not change the code
@@ -176,7 +184,11 @@ class Session:
             return False
         log.debug("the workload lives on: keeping its sandbox, now detached")
         self.record.detach = True
-        self._save()
+        with self.store.lock(self.record.id) as recorded:
+            if recorded:  # as `network connect` and `disconnect` may have left it
+                current = self.store.load(self.record.id)
+                current.detach = True
+                self.store.save(current)
         return True
 
     def _setup(self) -> Infra:
@@ -241,6 +253,7 @@ class Session:
         self._save()
         hosts = _write_etc_files(self.store.files_dir(record.id), infra, results, args)
         names.write_base(self.store, record, hosts)
+        self.set_up = True
         names.tell_peers(self.docker, self.store, self.record)
         return infra
 

@@ -32,8 +32,14 @@ def teardown(
     docker: Docker,
     owner: bool = False,
     interrupted: Callable[[], int] | None = None,
+    reread: bool = True,
 ) -> list[str]:
     """Undo everything the record says was set up; return what could not be undone.
+
+    The record is read again under the lock (`reread`), so what `network connect`,
+    `disconnect` and `update` changed since the caller loaded it counts: a connected network
+    is DELeted, a disconnected one is not. A run still setting up passes `reread=False`: its own
+    record in memory may be ahead of the file (a save that failed).
 
     `interrupted` counts the stop signals received (the run's SignalGuard): one arriving
     while a DEL waits for its network's lock ends that wait (that DEL fails: gc retries it).
@@ -56,7 +62,7 @@ def teardown(
                 "the record of sandbox %s was removed from outside: tearing down from memory",
                 record.id[:12],
             )
-        else:
+        elif reread:
             record = _as_saved(record, store)
         try:
             return _teardown(record, store, docker, interrupted)

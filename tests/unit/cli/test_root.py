@@ -43,6 +43,8 @@ def not_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ["net", "add", "mynet", "/run/netns/x"],
         ["net", "del", "mynet", "/run/netns/x"],
         ["net", "gc", "mynet", "--all"],
+        ["network", "connect", "mynet", "web"],
+        ["network", "disconnect", "-f", "mynet", "web"],
     ],
 )
 def test_refused_up_front(

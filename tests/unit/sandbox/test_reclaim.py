@@ -122,3 +122,30 @@ def test_gc_keeps_an_attachment_whose_namespace_a_process_still_lives_in(
     report = gc(cni_env, store)
     assert report.actions == [] and cni_env.trace() == []
     assert cni_env.cache_file(cid="cnirun-dead").exists()
+
+
+def test_gc_dels_an_interrupted_connect_of_a_live_sandbox_and_keeps_the_sandbox(
+    cni_env: CniEnv, store: RecordStore
+) -> None:
+    from cnirun.sandbox import joins
+
+    net = cni_env.network(version="1.0.0")
+    record = store.load(LIVE)
+    record.cache_dir, record.plugin_dirs = str(cni_env.cache), [str(cni_env.bin_a)]
+    record.netns_path = f"/run/netns/cnirun-{LIVE}"
+    rt = cni_env.rt(cid=record.cni_container_id, ifname="eth1", netns=record.netns_path)
+    cni_env.cni().add_network_list(net, rt)  # the ADD went through; then its cnirun died
+    dead = joins._attachment_record(net, rt)._replace(pending=f"{2**22 + 1}:1")
+    record.attachments = [dead]
+    store.save(record)
+    cni_env.clear()
+    assert reclaim.reclaimable(NoContainers(), store, settings(cni_env, store)) == [  # type: ignore[arg-type]
+        f"sandbox {LIVE}: network net (eth1): its connect or disconnect was interrupted, deleting"
+    ]
+
+    report = gc(cni_env, store)
+
+    assert report.failures == [], report.failures
+    assert cni_env.trace() == [("fake", "DEL")]
+    assert store.load(LIVE).attachments == []  # dropped from the sandbox, which stays
+    assert not cni_env.cache_file(cid=record.cni_container_id, ifname="eth1").exists()
