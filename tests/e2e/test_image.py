@@ -28,7 +28,8 @@ pytestmark = pytest.mark.e2e
 README = REPO / "README.md"
 MAKE_BASE = REPO / "scripts" / "make-base-image.sh"
 SECTION = "## Running cnirun from a container"
-INFRA_RE = re.compile(r"cnirun-infra-([0-9a-f]{32})")
+INFRA_RE = re.compile(r"held netns \S+ at /run/netns/cnirun-([0-9a-f]{32})")
+POOLED_RE = re.compile(r"pooled infra cnirun-infra-([0-9a-f]{32})")
 IFCONFIG_INET_RE = re.compile(r"^eth0\s.*?\n\s+inet addr:(\S+)", re.MULTILINE)
 # README's alternative to --privileged, for hosts that cannot grant every capability.
 NARROW_PRIVILEGES = (
@@ -191,8 +192,16 @@ def test_cnirun_runs_a_workload_from_its_container_image(cnirun_image: str, rig:
     assert ipaddress.IPv4Address(match.group(1)) in subnet, done.stdout
 
     assert sh("docker", "ps", "-aq", "--filter", f"name={container}").stdout == ""
-    # Nothing under the state dir: no record, lock, or the workload's hosts/resolv.conf.
-    assert list(state.rglob("*")) in ([], [state / "sandboxes"]), list(state.rglob("*"))
+    # The infra pool's one ready member is what a run leaves on purpose (README, "The infra
+    # pool"): its marker, and its container, which `gc --all` removes (here, from the host).
+    pooled = POOLED_RE.findall(done.stderr)
+    assert len(pooled) == 1, done.stderr
+    assert sorted(p.name for p in (state / "pool").iterdir()) == pooled
+    cleared = rig.run("gc", "--all")
+    assert cleared.returncode == 0 and "infra pool member" in cleared.stdout, cleared.explain()
+    # Nothing else under the state dir: no record, lock, or the workload's hosts/resolv.conf.
+    left = sorted(state.rglob("*"))
+    assert left in ([], [state / "pool"], [state / "pool", state / "sandboxes"]), left
     assert not (cache / "results").exists() or list((cache / "results").iterdir()) == []
     ipam = Path(DEFAULT_IPAM_DIR) / network
     taken = [p.name for p in ipam.iterdir() if p.name[0].isdigit()] if ipam.exists() else []
