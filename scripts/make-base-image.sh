@@ -15,6 +15,8 @@ suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 debs=${CNIRUN_DEBOOTSTRAP_CACHE:-/var/cache/cnirun-debootstrap}
 
+# shellcheck source=scripts/debian-rootfs.sh
+source "$repo/scripts/debian-rootfs.sh"
 say() { echo "make-base-image: $*" >&2; }
 die() { echo "make-base-image: ERROR: $*" >&2; exit 1; }
 
@@ -37,46 +39,16 @@ if iptables --version 2>/dev/null | grep -q legacy; then
 fi
 
 key=$({
-    cat "${BASH_SOURCE[0]}"
+    cat "${BASH_SOURCE[0]}" "$repo/scripts/debian-rootfs.sh"
     echo "$suite $backend"
     echo "$deps"
     sha256sum <"$docker_cli"
 } | sha256sum | cut -c1-16)
 image=${1:-cnirun-base:$key}
 
-exists() { docker image inspect "$image" >/dev/null 2>&1; }
-if exists; then
-    echo "$image"
-    exit 0
-fi
-
-# Concurrent runs (parallel tests) build once; the others wait and reuse the result.
-mkdir -p /run/lock
-exec 9>/run/lock/cnirun-make-base-image.lock
-flock 9
-if exists; then
-    echo "$image"
-    exit 0
-fi
-
-work=$(mktemp -d /tmp/cnirun-base.XXXXXX)
-root=$work/root
-cleanup() {
-    # debootstrap mounts proc/sys inside the target; never let rm descend into them.
-    local m
-    for m in dev/pts dev proc sys; do
-        mountpoint -q "$root/$m" 2>/dev/null && umount -l "$root/$m"
-    done
-    rm -rf --one-file-system "$work"
-}
-trap cleanup EXIT
-
+reuse_or_lock "$image" cnirun-make-base-image
 started=$SECONDS
-say "debootstrap $suite (minbase, python3, iptables) from $mirror"
-mkdir -p "$debs"
-debootstrap --variant=minbase --include=python3,iptables --cache-dir="$debs" \
-    "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-    { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+bootstrap_root python3,iptables
 
 if [[ $backend == legacy ]]; then
     chroot "$root" update-alternatives --set iptables /usr/sbin/iptables-legacy >/dev/null
@@ -100,29 +72,9 @@ chroot "$root" python3 -m compileall -q "$site" >/dev/null
 install -m 0755 "$docker_cli" "$root/usr/local/bin/docker"
 chroot "$root" docker --version >/dev/null || die "$docker_cli does not run in the image"
 
-# What a runtime image does not need.
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
-    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-    "$root"/usr/share/locale/*
-
-say "importing as $image"
-tar --numeric-owner --one-file-system -C "$root" -c . |
-    docker import \
-        --change "LABEL io.cnirun.base=$key" \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["/bin/bash"]' \
-        - "$image" >/dev/null
+import_root "$image" "io.cnirun.base=$key"
 say "built $image in $((SECONDS - started))s"
 
-# Bases this script made from other inputs are not reusable any more: drop the unused ones
-# (`docker rmi` refuses those a container or another image still needs).
-if [[ -z ${1:-} ]]; then
-    docker images --filter label=io.cnirun.base --format '{{.Repository}}:{{.Tag}}' |
-        while read -r old; do
-            [[ $old == cnirun-base:* && $old != "$image" ]] || continue
-            if docker rmi "$old" >/dev/null 2>&1; then
-                say "removed the stale base $old"
-            fi
-        done
-fi
+# Bases this script made from other inputs are not reusable any more: drop the unused ones.
+[[ -n ${1:-} ]] || drop_stale io.cnirun.base "$image" "cnirun-base:*"
 echo "$image"

@@ -13,9 +13,7 @@ resolv.conf the network's DNS servers, and every peer's hosts file is refreshed.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -147,20 +145,7 @@ def _cni_args(record: SandboxRecord, net: NetworkConfigList) -> tuple[tuple[str,
 
 
 def _attachment_record(net: NetworkConfigList, rt: RuntimeConf) -> AttachmentRecord:
-    effective = {
-        "cniVersion": net.cni_version,
-        "name": net.name,
-        "plugins": [p.raw for p in net.plugins],
-    }
-    return AttachmentRecord(
-        network=net.name,
-        ifname=rt.ifname,
-        config_b64=base64.b64encode(json.dumps(effective).encode()).decode(),
-        source=net.source,
-        cni_args=[list(pair) for pair in rt.cni_args],
-        capability_args=dict(rt.capability_args or {}),
-        pending=_pending_mark(),
-    )
+    return AttachmentRecord.of(net, rt, pending=_pending_mark())
 
 
 def connect(

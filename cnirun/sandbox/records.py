@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 
 from cnirun.cni import gojson
 from cnirun.cni.api import CNIConfig
+from cnirun.cni.config import NetworkConfigList
+from cnirun.cni.types import RuntimeConf
 from cnirun.errors import CnirunError
 from cnirun.files import ensure_dir, open_lock, read_limited, unlink_quietly, write_atomic
 from cnirun.sandbox import schema
@@ -76,6 +78,24 @@ class AttachmentRecord(NamedTuple):
     # "PID:START" of a `network connect` or `disconnect` under way (see is_interrupted); ""
     # once its ADD has succeeded, and always for a run's own attachments (its owner's).
     pending: str = ""
+
+    @classmethod
+    def of(cls, net: NetworkConfigList, rt: RuntimeConf, pending: str = "") -> AttachmentRecord:
+        """What is recorded of `net` attached as `rt` (the effective list, as DEL needs it)."""
+        effective = {
+            "cniVersion": net.cni_version,
+            "name": net.name,
+            "plugins": [p.raw for p in net.plugins],
+        }
+        return cls(
+            network=net.name,
+            ifname=rt.ifname,
+            config_b64=base64.b64encode(json.dumps(effective).encode()).decode(),
+            source=net.source,
+            cni_args=[list(pair) for pair in rt.cni_args],
+            capability_args=dict(rt.capability_args or {}),
+            pending=pending,
+        )
 
     @property
     def config(self) -> bytes:

@@ -7,8 +7,6 @@ prints: it returns an Outcome, and the CLI says what happened.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
 import signal
@@ -269,22 +267,7 @@ class Session:
         self._save()
 
     def _record_attachment(self, attachment: Attachment) -> None:
-        net, rt = attachment
-        effective = {
-            "cniVersion": net.cni_version,
-            "name": net.name,
-            "plugins": [p.raw for p in net.plugins],
-        }
-        self.record.attachments.append(
-            AttachmentRecord(
-                network=net.name,
-                ifname=rt.ifname,
-                config_b64=base64.b64encode(json.dumps(effective).encode()).decode(),
-                source=net.source,
-                cni_args=[list(pair) for pair in rt.cni_args],
-                capability_args=dict(rt.capability_args or {}),
-            )
-        )
+        self.record.attachments.append(AttachmentRecord.of(*attachment))
         self._save()
 
     def _record_result(self, attachment: Attachment, result: Result) -> None:
