@@ -317,6 +317,9 @@ class Campaign:
             records = state / "sandboxes"
             if records.is_dir():
                 found += [f"record {p} left" for p in sorted(records.iterdir())]
+            markers = state / "pool"  # the infra pool's (cases that turn it on gc --all)
+            if markers.is_dir():
+                found += [f"infra pool marker {p} left" for p in sorted(markers.iterdir())]
         found += [
             f"container {c[:12]} left" for c in self.docker_ids(f"label={LABEL_TEST}={self.tag}")
         ]
@@ -398,6 +401,7 @@ class Campaign:
             self.purge(ids)
             for state in states:
                 shutil.rmtree(state / "sandboxes", ignore_errors=True)
+                shutil.rmtree(state / "pool", ignore_errors=True)
             shutil.rmtree(self.cache_dir / "results", ignore_errors=True)
         return len(found)
 
@@ -489,6 +493,21 @@ class Campaign:
         ok = self.judge(case, res, (-signal.SIGKILL,))
         self.wait_workloads_gone()
         _, gc_ok = self.cnirun(f"{case}: gc", ["gc"], self.env(self.main_dir))
+        self.record(case, self.settle(case, live.ids), ok and gc_ok, res)
+
+    def case_pool_kill(self, point: str) -> None:
+        """kill -9 in the infra pool (on for this case): right after claiming a member, or
+        while making the next one (after the workload's die event, beside the DELs); then
+        `gc --all` must leave nothing, the pool's markers included."""
+        case = f"infra pool, CNIRUN_TEST_KILL_AT={point}"
+        pooled = dict(self.env(self.main_dir), CNIRUN_INFRA_POOL="1")
+        _, filled = self.cnirun(f"{case}: a run that fills the pool", self.workload_args("true"),
+                                pooled)  # fmt: skip
+        live = self.start(self.workload_args("true"), dict(pooled, CNIRUN_TEST_KILL_AT=point))
+        res = self.finish(live)
+        ok = filled and self.judge(case, res, (-signal.SIGKILL,))
+        self.wait_workloads_gone()
+        _, gc_ok = self.cnirun(f"{case}: gc --all", ["gc", "--all"], pooled)
         self.record(case, self.settle(case, live.ids), ok and gc_ok, res)
 
     def case_del_fails(self, rng: random.Random) -> None:
@@ -722,6 +741,7 @@ def main() -> int:
     targeted: list[Callable[[], None]] = [
         *(lambda k=k: camp.case_chain_kill(k) for k in range(1, 5)),
         *(lambda p=p: camp.case_kill_at(p) for p in stress.KILL_POINTS),
+        *(lambda p=p: camp.case_pool_kill(p) for p in ("pool-claimed", "pool-marked")),
         lambda: camp.case_del_fails(rng),
         camp.case_del_hangs,
         camp.case_holder_umount,
