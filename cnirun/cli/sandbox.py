@@ -156,10 +156,10 @@ def stop(refs: list[str] = REFS, seconds: int | None = STOP_TIME) -> None:
       cnirun stop web
       cnirun stop -t 0 web
     """
-    from cnirun.sandbox import registry
+    from cnirun.sandbox import lifecycle
 
     default = command_settings().stop_timeout
-    _each(refs, lambda d, s, box: registry.stop(d, s, box, seconds, default))
+    _each(refs, lambda d, s, box: lifecycle.stop(d, s, box, seconds, default))
 
 
 def start(refs: list[str] = REFS) -> None:
@@ -170,9 +170,9 @@ def start(refs: list[str] = REFS) -> None:
     Example:
       cnirun start web
     """
-    from cnirun.sandbox import registry
+    from cnirun.sandbox import lifecycle
 
-    _each(refs, registry.start)
+    _each(refs, lifecycle.start)
 
 
 def restart(refs: list[str] = REFS, seconds: int | None = STOP_TIME) -> None:
@@ -183,10 +183,10 @@ def restart(refs: list[str] = REFS, seconds: int | None = STOP_TIME) -> None:
     Example:
       cnirun restart -t 2 web
     """
-    from cnirun.sandbox import registry
+    from cnirun.sandbox import lifecycle
 
     default = command_settings().stop_timeout
-    _each(refs, lambda d, s, box: registry.restart(d, s, box, seconds, default))
+    _each(refs, lambda d, s, box: lifecycle.restart(d, s, box, seconds, default))
 
 
 def rm(refs: list[str] = REFS, force: bool = FORCE) -> None:
@@ -196,9 +196,9 @@ def rm(refs: list[str] = REFS, force: bool = FORCE) -> None:
     Example:
       cnirun rm -f web
     """
-    from cnirun.sandbox import registry
+    from cnirun.sandbox import lifecycle
 
-    _each(refs, lambda d, s, box: registry.remove(d, s, box, force), discard_invalid=force)
+    _each(refs, lambda d, s, box: lifecycle.remove(d, s, box, force), discard_invalid=force)
 
 
 def update(

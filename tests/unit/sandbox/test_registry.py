@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cnirun.errors import UsageError
-from cnirun.sandbox import registry
+from cnirun.sandbox import lifecycle, registry
 from cnirun.sandbox.records import RecordStore, SandboxRecord
 
 IDS = {"web": ("a" * 32, "1" * 64), "db": ("b" * 32, "2" * 64)}
@@ -138,7 +138,7 @@ def test_another_engines_sandbox_is_never_judged(
     registry.reconcile(Engine(None, engine_id="A"), store)  # type: ignore[arg-type]
     assert torn == [] and store.ids() == [SANDBOX]
     with pytest.raises(UsageError, match="is on another Docker engine \\(ID B\\)"):
-        registry.remove(Engine(None), store, sandbox, force=True)  # type: ignore[arg-type]
+        lifecycle.remove(Engine(None), store, sandbox, force=True)  # type: ignore[arg-type]
     # Its own engine judges it: there its workload is gone.
     registry.reconcile(Engine(None, engine_id="B"), store)  # type: ignore[arg-type]
     assert torn == [SANDBOX]
@@ -152,7 +152,7 @@ def test_stop_waits_for_t_else_the_workloads_stop_timeout_else_the_default(
 ) -> None:
     store = one_sandbox(tmp_path)
     engine = Engine("running", stop_timeout=own)
-    registry.stop(engine, store, loaded(engine, store), given, 7.0)  # type: ignore[arg-type]
+    lifecycle.stop(engine, store, loaded(engine, store), given, 7.0)  # type: ignore[arg-type]
     assert engine.calls == [("stop", sent)]  # None: Docker applies the workload's own
     assert store.ids() == [SANDBOX]  # the sandbox stays, for start or rm
 
@@ -161,10 +161,10 @@ def test_stop_waits_for_t_else_the_workloads_stop_timeout_else_the_default(
 def test_rm_refuses_an_up_sandbox_and_rm_f_kills_without_stopping(
     tmp_path: Path, state: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry, "teardown", lambda *a, **k: [])
+    monkeypatch.setattr(lifecycle, "teardown", lambda *a, **k: [])
     store = one_sandbox(tmp_path)
     engine = Engine(state)
     with pytest.raises(UsageError, match=f"is {state}: stop it first or use rm -f"):
-        registry.remove(engine, store, loaded(engine, store), force=False)  # type: ignore[arg-type]
-    registry.remove(engine, store, loaded(engine, store), force=True)  # type: ignore[arg-type]
+        lifecycle.remove(engine, store, loaded(engine, store), force=False)  # type: ignore[arg-type]
+    lifecycle.remove(engine, store, loaded(engine, store), force=True)  # type: ignore[arg-type]
     assert engine.calls == [("remove", "9" * 64)]
