@@ -13,13 +13,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from cnirun.attach import Attachment, add_all
 from cnirun.cni.types import Result, RuntimeConf
 from cnirun.docker import workload
-from cnirun.docker.engine import EventStream
 from cnirun.docker.pause import PAUSE_IMAGE
 from cnirun.docker.pull import PullDisplay
 from cnirun.docker.runtime import (
@@ -35,6 +33,7 @@ from cnirun.errors import CnirunError, ExitCode
 from cnirun.host import etcfiles, netns
 from cnirun.host.signals import Interrupted, Mode, SignalGuard
 from cnirun.sandbox import dnsname, names, owners, registry
+from cnirun.sandbox.early_teardown import EarlyTeardown
 from cnirun.sandbox.plan import Plan
 from cnirun.sandbox.pool import Pool
 from cnirun.sandbox.records import (
@@ -98,7 +97,7 @@ class Session:
         # Set once setup has recorded everything: from then on the record's file, which
         # `network connect` and `disconnect` change, says what to tear down.
         self.set_up = False
-        self.early_teardown: _EarlyTeardown | None = None
+        self.early_teardown: EarlyTeardown | None = None
         # Which engine the sandbox is on, asked while the infra starts (see _learn_engine).
         self.engine_asked = threading.Thread(target=self._learn_engine, daemon=True)
         args = plan.args
@@ -296,7 +295,7 @@ class Session:
         self.guard.checkpoint()  # a signal slipped in between setup and here
         launched = time.time()
         if not args.detach and args.restart == "no":  # a restarting workload needs its network
-            self.early_teardown = _EarlyTeardown(
+            self.early_teardown = EarlyTeardown(
                 self.record, self.store, self.docker, self._signal_count,
                 on_died=self.pool.fill_in_background,
             )  # fmt: skip
@@ -305,7 +304,7 @@ class Session:
         try:
             child = subprocess.Popen(argv, env=environ)
             self.guard.set_child(child)
-            if self.early_teardown is None:  # else once the workload died: see _EarlyTeardown
+            if self.early_teardown is None:  # else once the workload died: see EarlyTeardown
                 self.pool.fill_in_background()
             status = child.wait()
             code = 128 - status if status < 0 else status
@@ -366,71 +365,6 @@ class Session:
             elif state == "created":
                 # The CLI was stopped between create and start: nothing will ever start it.
                 self.docker.remove(container["Id"])
-
-
-class _EarlyTeardown(threading.Thread):
-    """Tears the sandbox down as soon as its workload container dies.
-
-    The docker CLI exits only after `--rm` has removed the container, 10-20 ms later: starting
-    DEL at the `die` event takes that off every run. If the event never comes (the CLI failed,
-    or Docker's events cannot be read), the teardown after the CLI exits does it all.
-    """
-
-    def __init__(
-        self,
-        record: SandboxRecord,
-        store: RecordStore,
-        docker: Docker,
-        interrupted: Callable[[], int] | None = None,
-        on_died: Callable[[], None] = lambda: None,
-    ) -> None:
-        super().__init__(name="early-teardown", daemon=True)
-        self.record, self.store, self.docker = record, store, docker
-        self.interrupted = interrupted
-        self.on_died = on_died
-        self.failures: list[str] = []
-        self.done = False
-        self._lock = threading.Lock()
-        self._stream: EventStream | None = None
-        self._stopped = False
-
-    def run(self) -> None:
-        try:
-            stream = self.docker.watch_for_exit(self.record.id, ROLE_WORKLOAD)
-        except CnirunError as e:
-            log.debug("no early teardown: %s", e)
-            return
-        with self._lock:
-            if self._stopped:
-                stream.close()
-                return
-            self._stream = stream
-        died = b'"die"' in stream.wait()  # the only events asked for; any other is no cue
-        with self._lock:
-            stream.close()
-            self._stream = None
-            if not died or self._stopped:
-                return
-        log.debug("the workload died: tearing down while its docker CLI finishes")
-        # The pool's next infra is made now, beside the DELs: made while the workload starts,
-        # it would slow that start down (the engine's work for both on the same cores).
-        self.on_died()
-        try:
-            self.failures = teardown(
-                self.record, self.store, self.docker, True, self.interrupted
-            )
-        except CnirunError as e:  # the teardown after the CLI exits tries again
-            log.debug("early teardown: %s", e)
-            return
-        self.done = True
-
-    def stop(self) -> None:
-        """Stop watching (a teardown under way is waited for)."""
-        with self._lock:
-            self._stopped = True
-            if self._stream is not None:
-                self._stream.close()
-        self.join()
 
 
 def _write_etc_files(directory: str, infra: Infra, results: list[Result], args: RunArgs) -> str:

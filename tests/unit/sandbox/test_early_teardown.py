@@ -14,8 +14,8 @@ import pytest
 
 from cnirun.docker.engine import Engine, EventStream
 from cnirun.docker.runtime import Docker
+from cnirun.sandbox.early_teardown import EarlyTeardown
 from cnirun.sandbox.records import RecordStore
-from cnirun.sandbox.session import _EarlyTeardown
 from tests.unit.sandbox.test_records import good_record
 
 
@@ -63,7 +63,7 @@ def test_the_early_teardown_thread_survives_bad_answers(
     store.save(record)
     if unsafe_state_dir:
         os.chmod(store.state_dir, 0o777)
-    thread = _EarlyTeardown(record, store, DyingWorkload(str(tmp_path / "docker.sock")))
+    thread = EarlyTeardown(record, store, DyingWorkload(str(tmp_path / "docker.sock")))
     thread.start()
     thread.join(timeout=30)
     assert not thread.is_alive()
