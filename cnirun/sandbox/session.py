@@ -195,6 +195,10 @@ class Session:
         self.docker.ensure_infra_image(plan.infra_image, args.pull, self.display)
         registry.reconcile(self.docker, self.store)  # cheap: only ended detached sandboxes
         self.engine_asked.start()
+        # Signals wait until the infra's ID is recorded: a pooled infra must not change hands
+        # unrecorded, and a create request in flight would race the remove (the engine may
+        # not know the name yet when it comes). Then they stop the run.
+        self.guard.enter(Mode.DEFER)
         # A started infra an earlier run left ready, if any: this sandbox takes its ID.
         claimed = self.pool.claim(tuple(record.plugin_dirs)) if self.pool.size else None
         if claimed is not None:
@@ -207,9 +211,6 @@ class Session:
             infra = claimed[1]
             self._record_infra(infra.id)
         else:
-            # A signal now would race the create request: the engine may not know the name
-            # yet when the remove comes. Hold signals until the ID is recorded, then stop.
-            self.guard.enter(Mode.DEFER)
             infra = self.docker.create_infra(
                 InfraSpec(
                     sandbox_id=plan.sandbox_id,
