@@ -130,6 +130,7 @@ def alternate(cases: dict[str, Callable[[], float]], runs: int) -> dict[str, lis
 
 
 RUN_GOAL_DEFAULT, RUN_GOAL_README, RUN_GOAL_CPU = 1.30, 1.25, 0.060
+DEFAULT_NETWORK, HOST_LOCAL_DIR = "cnirunbenchdef", "/var/lib/cni/networks"
 
 
 def podman_argv(image: str) -> tuple[list[str] | None, str]:
@@ -188,7 +189,7 @@ def bench_run(options: argparse.Namespace, env: dict[str, str], tmp: str) -> Non
     default_dir = os.path.join(tmp, "default.d")  # empty: cnirun writes its default there
     os.makedirs(default_dir)
     on_default = dict(
-        env, NETCONFPATH=default_dir, CNIRUN_DEFAULT_NETWORK="cnirunbenchdef",
+        env, NETCONFPATH=default_dir, CNIRUN_DEFAULT_NETWORK=DEFAULT_NETWORK,
         CNIRUN_DEFAULT_BRIDGE=DEFAULT_BRIDGE, CNIRUN_DEFAULT_SUBNET="10.250.2.0/24",
         CNIRUN_RUSAGE_FILE=rusage,
     )  # fmt: skip
@@ -247,6 +248,8 @@ def bench_run(options: argparse.Namespace, env: dict[str, str], tmp: str) -> Non
     for environ in (env, on_default):
         subprocess.run([sys.executable, "-m", "cnirun", "gc", "--all"], env=environ,
                        stdout=subprocess.DEVNULL, check=False)  # fmt: skip
+    # host-local's dir of the default network (which names no dataDir): empty by now.
+    shutil.rmtree(os.path.join(HOST_LOCAL_DIR, DEFAULT_NETWORK), ignore_errors=True)
 
 
 def bench_startup(options: argparse.Namespace, env: dict[str, str]) -> None:
