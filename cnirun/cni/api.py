@@ -140,9 +140,7 @@ class CNIConfig:
                     0, f"failed to get network {go_quote(net.name)} cached result: {e}"
                 ) from None
             for plugin in net.plugins:
-                path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
-                stdin = self._request(net, plugin, prev, rt)
-                self._run(path, stdin, self._args("CHECK", rt), net.name)
+                self.call_plugin(net, plugin, "CHECK", prev, rt)
 
     def gc_network_list(self, net: NetworkConfigList, valid: Sequence[Attachment]) -> None:
         """Garbage-collect the network: DEL every cached attachment not in `valid`.
@@ -303,9 +301,7 @@ class CNIConfig:
         failures: list[Exception] = []
         for index, plugin in reversed(list(enumerate(net.plugins))):
             try:
-                path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
-                stdin = self._request(net, plugin, prev, rt)
-                self._run(path, stdin, self._args("DEL", rt), net.name)
+                self.call_plugin(net, plugin, "DEL", prev, rt)
             except CNIError as e:
                 error = e.wrap(f"plugin {plugin.describe()} failed (delete): ")
                 if not best_effort:
@@ -347,6 +343,21 @@ class CNIConfig:
             return parse_version(net.cni_version)
         except VersionError as e:
             raise CNIError(ERR_INVALID_NETWORK_CONFIG, str(e)) from None
+
+    def call_plugin(
+        self,
+        net: NetworkConfigList,
+        plugin: PluginConfig,
+        command: str,
+        prev: Result | None,
+        rt: RuntimeConf,
+    ) -> bytes:
+        """One plugin of `net` run with `command` (ADD, CHECK or DEL) and its stdout: the
+        config libcni would send it (runtimeConfig, prevResult `prev`), the CNI_* of `rt`.
+        The chain walks use it, and `cnirun update` for the plugins it re-applies alone."""
+        path = self.exec.find_in_path(plugin.type, self.plugin_dirs)
+        stdin = self._request(net, plugin, prev, rt)
+        return self._run(path, stdin, self._args(command, rt), net.name)
 
     def _args(self, command: str, rt: RuntimeConf) -> invoke.Args:
         return invoke.Args(

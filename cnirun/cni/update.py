@@ -41,7 +41,6 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cnirun.cni import invoke
 from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList, PluginConfig
 from cnirun.cni.types import JSONDict, Result, ResultError, RuntimeConf
@@ -212,16 +211,6 @@ def _call(
 ) -> bytes:
     what = {"ADD": "add", "DEL": "delete"}.get(command, command.lower())
     try:
-        path = cni.exec.find_in_path(plugin.type, cni.plugin_dirs)
-        stdin = cni._request(net, plugin, prev, rt)
-        args = invoke.Args(
-            command=command,
-            container_id=rt.container_id,
-            netns=rt.netns,
-            ifname=rt.ifname,
-            cni_args=rt.cni_args,
-            path=cni.plugin_dirs,
-        )
-        return cni._run(path, stdin, args, net.name)
+        return cni.call_plugin(net, plugin, command, prev, rt)
     except CNIError as e:
         raise e.wrap(f"plugin {plugin.describe()} failed ({what}): ") from None
