@@ -24,7 +24,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 class UnsafePathError(PermissionError):
@@ -157,6 +157,25 @@ def write_atomic(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
+
+
+def drop_partial_writes(path: str, gone: Callable[[int], bool]) -> None:
+    """Remove what `write_atomic(path, ...)` calls left half done: their temporary files
+    (`.NAME.PID.tmp` beside `path`) of this process, or of a writer `gone(pid)` says has
+    ended. A signal whose handler raises can land between the temporary file's creation and
+    the cleanup that would remove it; this is the net under that race."""
+    directory = os.path.dirname(path) or "."
+    prefix = f".{os.path.basename(path)}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) : -len(".tmp")]
+        if name.startswith(prefix) and name.endswith(".tmp") and pid.isdigit():
+            if int(pid) == os.getpid() or gone(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
 
 
 def check_written(path: str) -> None:

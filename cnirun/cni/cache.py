@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from cnirun.cni import gojson
 from cnirun.cni.types import JSONDict, Result, ResultError, RuntimeConf, go_json_error, go_quote
 from cnirun.errors import CacheError
-from cnirun.files import read_limited, write_atomic
+from cnirun.files import drop_partial_writes, read_limited, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,9 @@ class ResultCache:
         return parse_cached_result(data).convert(to_version)
 
     def delete(self, network: str, container_id: str, ifname: str) -> None:
-        _unlink(self.path(network, container_id, ifname))
+        path = self.path(network, container_id, ifname)
+        _unlink(path)
+        drop_partial_writes(path, lambda pid: False)  # this process's, cut by a signal
 
     def read_entry(self, path: str) -> CacheEntry | None:
         """Parse a cniCacheV1 file; None (logged) for files that are not usable entries."""

@@ -15,9 +15,9 @@ import json
 import os
 from typing import NamedTuple
 
-from cnirun.files import unlink_quietly, write_atomic
+from cnirun.files import drop_partial_writes, unlink_quietly, write_atomic
 from cnirun.host.netns import NETNS_DIR
-from cnirun.sandbox.records import process_start
+from cnirun.sandbox.records import process_runs, process_start
 
 OWNERS_DIR = "/run/cnirun/owners"
 _MAX_BYTES = 64 * 1024
@@ -54,6 +54,7 @@ def release(sandbox_id: str) -> None:
         unlink_quietly(_path(sandbox_id))
     except OSError:
         pass
+    drop_partial_writes(_path(sandbox_id), lambda pid: not process_runs(pid))
 
 
 def read(sandbox_id: str) -> Owner | None:

@@ -31,7 +31,14 @@ from cnirun.cni.api import CNIConfig
 from cnirun.cni.config import NetworkConfigList
 from cnirun.cni.types import RuntimeConf
 from cnirun.errors import CnirunError
-from cnirun.files import ensure_dir, open_lock, read_limited, unlink_quietly, write_atomic
+from cnirun.files import (
+    drop_partial_writes,
+    ensure_dir,
+    open_lock,
+    read_limited,
+    unlink_quietly,
+    write_atomic,
+)
 from cnirun.sandbox import schema
 
 CNI_ID_PREFIX = "cnirun-"
@@ -275,6 +282,7 @@ class RecordStore:
 
     def delete(self, sandbox_id: str) -> None:
         unlink_quietly(self.path(sandbox_id))
+        drop_partial_writes(self.path(sandbox_id), lambda pid: not process_runs(pid))
 
     def delete_files(self, sandbox_id: str) -> None:
         """Remove a sandbox's own files (the workload's hosts and resolv.conf); gone is fine.

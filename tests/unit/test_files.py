@@ -12,6 +12,7 @@ from cnirun.files import (
     FileTooLargeError,
     UnsafePathError,
     check_written,
+    drop_partial_writes,
     ensure_dir,
     locked,
     open_lock,
@@ -169,3 +170,20 @@ def test_a_too_long_name_is_reported_as_itself(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         write_atomic(str(target), b"x", 0o600)
     assert caught.value.filename == str(target)
+
+
+def test_drop_partial_writes_removes_this_and_dead_writers_temporaries(tmp_path: Path) -> None:
+    """What a signal landing inside write_atomic can leave: only the named file's, and only
+    those of this process or of a writer that has ended."""
+    target = tmp_path / "abc.json"
+    mine = tmp_path / f".abc.json.{os.getpid()}.tmp"
+    dead = tmp_path / ".abc.json.999999.tmp"
+    alive = tmp_path / ".abc.json.1.tmp"
+    other = tmp_path / f".abd.json.{os.getpid()}.tmp"
+    odd = tmp_path / ".abc.json.x1.tmp"
+    for path in (target, mine, dead, alive, other, odd):
+        path.write_text("{")
+    drop_partial_writes(str(target), lambda pid: pid == 999999)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, alive.name, other.name, odd.name]
+    )
