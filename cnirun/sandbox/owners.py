@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from cnirun.files import drop_partial_writes, unlink_quietly, write_atomic
 from cnirun.host.netns import NETNS_DIR
-from cnirun.sandbox.records import process_runs, process_start
+from cnirun.sandbox.records import process_runs, process_start, same_process
 
 OWNERS_DIR = "/run/cnirun/owners"
 _MAX_BYTES = 64 * 1024
@@ -30,7 +30,7 @@ class Owner(NamedTuple):
     plugin_dirs: tuple[str, ...]
 
     def alive(self) -> bool:
-        return process_start(self.pid) == self.start != ""
+        return same_process(self.pid, self.start)
 
 
 def _path(sandbox_id: str) -> str:

@@ -30,7 +30,7 @@ from cnirun.docker.runtime import LABEL_STATE_DIR, Docker, Infra, InfraSpec, inf
 from cnirun.errors import CnirunError
 from cnirun.files import UnsafePathError, ensure_dir, open_dir, read_limited, write_atomic
 from cnirun.sandbox import owners
-from cnirun.sandbox.records import SANDBOX_ID, process_start
+from cnirun.sandbox.records import SANDBOX_ID, process_start, same_process
 from cnirun.testhooks import fault_point
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Marker(NamedTuple):
     start: str
 
     def filler_alive(self) -> bool:
-        return process_start(self.pid) == self.start != ""
+        return same_process(self.pid, self.start)
 
 
 def pool_dir(state_dir: str) -> str:

@@ -67,6 +67,11 @@ def process_start(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
+def same_process(pid: int, start: str) -> bool:
+    """Whether `pid` is still the process that started at `start` (see process_start)."""
+    return process_start(pid) == start != ""
+
+
 def process_runs(pid: int) -> bool:
     """Whether process `pid` exists and has not exited (a zombie or a dead one has)."""
     fields = _stat(pid)
@@ -119,7 +124,7 @@ class AttachmentRecord(NamedTuple):
         if not self.pending:
             return False
         pid, _, start = self.pending.partition(":")
-        return process_start(int(pid)) != start or start == ""
+        return not same_process(int(pid), start)
 
 
 class SandboxRecord:
@@ -215,14 +220,14 @@ class SandboxRecord:
 
     def owner_alive(self) -> bool:
         """Whether the cnirun process that made this record is still running."""
-        return process_start(self.owner_pid) == self.owner_start != ""
+        return same_process(self.owner_pid, self.owner_start)
 
     def networks(self) -> list[str]:
         return [a.network for a in self.attachments]
 
     def infra_unchanged(self) -> bool:
         """Whether the infra process last seen still runs (no Docker request needed)."""
-        return self.infra_pid > 0 and process_start(self.infra_pid) == self.infra_start != ""
+        return self.infra_pid > 0 and same_process(self.infra_pid, self.infra_start)
 
 
 class RecordStore:

@@ -38,6 +38,7 @@ from cnirun.sandbox.records import (
     SandboxRecord,
     process_runs,
     process_start,
+    same_process,
 )
 from cnirun.sandbox.registry import UP_STATES, Sandbox
 from cnirun.testhooks import fault_point
@@ -290,7 +291,7 @@ def interrupted(record: SandboxRecord) -> bool:
     if not updating:
         return False
     pid, start = updating.get("pid"), updating.get("start")
-    alive = isinstance(pid, int) and process_runs(pid) and process_start(pid) == start
+    alive = isinstance(pid, int) and process_runs(pid) and same_process(pid, str(start))
     return not alive
 
 
