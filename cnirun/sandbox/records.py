@@ -113,6 +113,16 @@ class AttachmentRecord(NamedTuple):
     def config(self) -> bytes:
         return base64.b64decode(self.config_b64)
 
+    def runtime_conf(self, sandbox: SandboxRecord) -> RuntimeConf:
+        """The runtime config this attachment of `sandbox` was set up with (DEL's, CHECK's)."""
+        return RuntimeConf(
+            container_id=sandbox.cni_container_id,
+            netns=sandbox.netns_path,
+            ifname=self.ifname,
+            cni_args=tuple((k, v) for k, v in self.cni_args),
+            capability_args=self.capability_args,
+        )
+
     def to_json(self) -> dict[str, Any]:
         data = self._asdict()
         if not self.pending:

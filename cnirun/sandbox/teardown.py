@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from cnirun.attach import Attachment, del_all
 from cnirun.cni.config import list_from_bytes
-from cnirun.cni.types import RuntimeConf
 from cnirun.docker.runtime import Docker
 from cnirun.errors import CnirunError
 from cnirun.host import netns
@@ -100,14 +99,7 @@ def recorded_attachments(record: SandboxRecord) -> tuple[list[Attachment], list[
         except CnirunError as e:
             failures.append(f"network {recorded.network} ({recorded.ifname}): {e}")
             continue
-        rt = RuntimeConf(
-            container_id=record.cni_container_id,
-            netns=record.netns_path,
-            ifname=recorded.ifname,
-            cni_args=tuple((k, v) for k, v in recorded.cni_args),
-            capability_args=recorded.capability_args,
-        )
-        attachments.append(Attachment(net, rt))
+        attachments.append(Attachment(net, recorded.runtime_conf(record)))
     return attachments, failures
 
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from cnirun.cni import update as core
 from cnirun.cni.cache import ResultCache
 from cnirun.cni.config import PluginConfig, list_from_bytes
-from cnirun.cni.types import JSONDict, Result, RuntimeConf
+from cnirun.cni.types import JSONDict, Result
 from cnirun.dockerargs import PortMapping
 from cnirun.errors import CnirunError, UsageError
 from cnirun.host import links
@@ -176,12 +176,7 @@ def _apply(record: SandboxRecord, step: Step, old: JSONDict, new: JSONDict) -> R
     """Re-apply one step's plugins: DEL with `old`'s args, ADD with `new`'s."""
     attachment = record.attachments[step.attachment]
     net = list_from_bytes(attachment.config, attachment.source)
-    rt = RuntimeConf(
-        container_id=record.cni_container_id,
-        netns=record.netns_path,
-        ifname=attachment.ifname,
-        cni_args=tuple((k, v) for k, v in attachment.cni_args),
-    )
+    rt = attachment.runtime_conf(record)
     return core.reapply(
         record.cni(),
         net,
