@@ -192,7 +192,7 @@ def connect(
         guard.restore(ignore=False)
     dns = result.data.get("dns") or {}
     _files_after(store, record, network, added=result.addresses(), dns=dns)
-    _refresh(docker, store)
+    names.tell_peers(docker, store, record)
     return ifname
 
 
@@ -261,7 +261,7 @@ def disconnect(docker: Docker, store: RecordStore, ref: str, network: str, force
         gone = _del(store, record, entry)
     dns = gone.get("dns") or {}
     _files_after(store, record, network, removed=Result("", gone).addresses(), dns=dns)
-    _refresh(docker, store)
+    names.tell_peers(docker, store, record, left=[network])
 
 
 def _del(store: RecordStore, record: SandboxRecord, entry: AttachmentRecord) -> dict[str, Any]:
@@ -285,8 +285,7 @@ def _del(store: RecordStore, record: SandboxRecord, entry: AttachmentRecord) -> 
 
 def _only(record: SandboxRecord, entry: AttachmentRecord) -> SandboxRecord:
     """A copy of the record with `entry` as its one attachment (for recorded_attachments)."""
-    one = SandboxRecord(**{**vars(record), "attachments": [entry]})
-    return one
+    return SandboxRecord(**{**vars(record), "attachments": [entry]})
 
 
 def finish(docker: Docker, store: RecordStore, sandbox_id: str) -> list[str]:
@@ -307,7 +306,7 @@ def finish(docker: Docker, store: RecordStore, sandbox_id: str) -> list[str]:
         dns = gone.get("dns") or {}
         _files_after(store, record, network, removed=Result("", gone).addresses(), dns=dns)
     if done:
-        _refresh(docker, store)
+        names.tell_peers(docker, store, record, left=[network for network, _ in done])
     return failures
 
 
@@ -367,10 +366,3 @@ def _dns_parts(dns: Any) -> tuple[list[str], list[str]]:
 
 def _read(path: str) -> str:
     return read_limited(path, _MAX_ETC, trusted=True).decode(errors="replace")
-
-
-def _refresh(docker: Docker, store: RecordStore) -> None:
-    try:
-        names.refresh(docker, store)
-    except (CnirunError, OSError) as e:
-        log.warning("cannot update the hosts files of the sandboxes: %s", e)

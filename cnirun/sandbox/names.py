@@ -72,10 +72,10 @@ def _others(store: RecordStore, sandbox_id: str) -> list[SandboxRecord]:
     return found
 
 
-def has_peers(store: RecordStore, record: SandboxRecord) -> bool:
-    """Whether another sandbox shares a network with this one (records only, no Docker):
-    a lone sandbox, the common case, costs nothing more."""
-    mine = _networks(record)
+def has_peers(store: RecordStore, record: SandboxRecord, left: Iterable[str] = ()) -> bool:
+    """Whether another sandbox shares a network with this one, or one of the networks it
+    `left` (records only, no Docker): a lone sandbox, the common case, costs nothing more."""
+    mine = _networks(record) | set(left)
     return any(_networks(other) & mine for other in _others(store, record.id))
 
 
@@ -90,12 +90,15 @@ def any_shared(store: RecordStore) -> bool:
     return False
 
 
-def tell_peers(docker: Docker, store: RecordStore, record: SandboxRecord) -> None:
+def tell_peers(
+    docker: Docker, store: RecordStore, record: SandboxRecord, left: Iterable[str] = ()
+) -> None:
     """Refresh the hosts files when `record`'s sandbox joined, left, stopped or started and
-    has peers (a lone sandbox costs nothing more). Names are a convenience: a failure is a
-    warning, never the end of the run, stop or teardown that asked."""
+    has peers, there or on the networks it just `left` (a lone sandbox costs nothing more).
+    Names are a convenience: a failure is a warning, never the end of the run, stop,
+    teardown or connect that asked."""
     try:
-        if has_peers(store, record):
+        if has_peers(store, record, left):
             refresh(docker, store)
     except (CnirunError, OSError) as e:
         log.warning("cannot update the hosts files of sandbox %s's peers: %s", record.id[:12], e)
