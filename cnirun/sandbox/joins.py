@@ -125,7 +125,7 @@ def capability_args(net: NetworkConfigList, ifname: str, ips: Sequence[str]) -> 
             raise UsageError(f"invalid --ip {ip!r}: not an IP address") from None
     if len(set(versions)) != len(versions):
         raise UsageError("--ip takes one IPv4 and one IPv6 address at most")
-    plan._first_with_capability(
+    plan.first_with_capability(
         [plan.NetworkPlan(net, ifname, {})], "ips", "--ip", "an IPAM such as host-local"
     )
     plan.check_ips(net, ips)

@@ -80,22 +80,22 @@ def make_plan(args: RunArgs, settings: Settings, docker: Docker) -> Plan:
     )
     ports: list[PortMapping] = []
     if args.publish:
-        target = _first_with_capability(plans, "portMappings", "-p/--publish", "the portmap plugin")
+        target = first_with_capability(plans, "portMappings", "-p/--publish", "the portmap plugin")
         # Docker refuses a port that is taken when it starts the container; this is as close
         # as cnirun can check it before creating anything (README, -p: the race left).
         ports = published.check_ports(args.publish, RecordStore(settings.state_dir), cni.cache)
         target.capability_args["portMappings"] = [p.to_cni() for p in ports]
     if args.ips:
-        target = _first_with_capability(plans, "ips", "--ip/--ip6", "an IPAM such as host-local")
+        target = first_with_capability(plans, "ips", "--ip/--ip6", "an IPAM such as host-local")
         check_ips(target.net, args.ips)
         target.capability_args["ips"] = list(args.ips)
     if args.mac:
-        target = _first_with_capability(
+        target = first_with_capability(
             plans, "mac", "--mac-address", "the bridge or tuning plugin"
         )
         target.capability_args["mac"] = args.mac
     if args.bandwidth is not None:
-        target = _first_with_capability(
+        target = first_with_capability(
             plans,
             "bandwidth",
             "--bandwidth",
@@ -192,7 +192,7 @@ def _in_range(ip: IPAddress, subnet: IPNetwork, start: str, end: str) -> bool:
     return ip in subnet and (low is None or ip >= low) and (high is None or ip <= high)  # type: ignore[operator]
 
 
-def _first_with_capability(
+def first_with_capability(
     plans: list[NetworkPlan], cap: str, flag: str, hint: str, also: str = ""
 ) -> NetworkPlan:
     for plan in plans:
